@@ -1,0 +1,44 @@
+#pragma once
+// A small fixed-size thread pool. Jobs run in submission order; the pool itself holds no
+// bound: callers bound their own in-flight work (see ordered_pipeline).
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tpde::util {
+
+class thread_pool {
+public:
+    explicit thread_pool(unsigned threads);
+    ~thread_pool();
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+
+    template <typename F>
+    auto submit(F&& f) -> std::future<std::invoke_result_t<F>> {
+        using R = std::invoke_result_t<F>;
+        auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+        auto fut = task->get_future();
+        {
+            std::lock_guard lock(mutex_);
+            jobs_.emplace_back([task] { (*task)(); });
+        }
+        cv_.notify_one();
+        return fut;
+    }
+    unsigned size() const { return static_cast<unsigned>(workers_.size()); }
+
+private:
+    void run();
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<std::function<void()>> jobs_;
+    bool stopping_{false};
+    std::vector<std::thread> workers_;
+};
+
+} // namespace tpde::util

@@ -1,0 +1,146 @@
+#include "tpde/codec/codec.hpp"
+
+#include <cstring>
+#include <limits>
+#include <xxhash.h>
+
+#include "byte_io.hpp"
+#include "element_probe.hpp"
+#include "frame.hpp"
+#include "residual.hpp"
+#include "standalone.hpp"
+
+namespace tpde::codec {
+
+const char* name_of(method m) {
+    switch (m) {
+    case method::raw:
+        return "raw";
+    case method::standalone:
+        return "standalone";
+    case method::dense:
+        return "dense";
+    case method::sparse:
+        return "sparse";
+    }
+    return "?";
+}
+
+namespace {
+
+// The part of the reference a block of `size` bytes is coded against: its first `size`
+// bytes, zero-padded when it is shorter. Hashed with the used length as seed, so a padded
+// and an unpadded reference never collide.
+struct reference_view {
+    std::span<const std::byte> bytes; // exactly `size` long
+    std::vector<std::byte> padded;
+    std::uint64_t hash;
+
+    reference_view(std::span<const std::byte> ref, std::size_t size) {
+        auto used = ref.first(std::min(ref.size(), size));
+        hash = XXH3_64bits_withSeed(used.data(), used.size(), used.size());
+        if (used.size() == size) {
+            bytes = used;
+        } else {
+            padded.assign(size, std::byte{0});
+            detail::copy_bytes(padded, used);
+            bytes = padded;
+        }
+    }
+};
+
+} // namespace
+
+std::vector<std::byte> encode(std::span<const std::byte> block,
+                              std::span<const std::byte> reference, const encode_options& opts,
+                              encode_info* info) {
+    if (block.size() > std::numeric_limits<std::uint32_t>::max())
+        throw std::invalid_argument("tpde encode: block larger than 4 GiB");
+    const element_type type = opts.type ? *opts.type : detail::probe_element_type(block, reference);
+    const bool use_delta = !reference.empty() && (opts.allow_dense || opts.allow_sparse);
+
+    std::vector<std::byte> frame(frame_header_size);
+    frame.reserve(frame_header_size + block.size() / 2);
+    detail::frame_header h;
+    h.type = type;
+    h.raw_size = static_cast<std::uint32_t>(block.size());
+    h.content_hash = XXH3_64bits(block.data(), block.size());
+    std::size_t changed = block.size() / width_of(type);
+
+    bool coded = false;
+    if (use_delta) {
+        reference_view ref(reference, block.size());
+        auto r = detail::encode_delta(type, block, ref.bytes, opts.allow_dense, opts.allow_sparse,
+                                      frame);
+        h.m = r.chosen;
+        h.flags = detail::flag_has_reference;
+        h.reference_hash = ref.hash;
+        changed = r.changed;
+        coded = true;
+    }
+    // Without a reference, or when the delta barely helps (a parent that does not resemble
+    // this block), try coding the block on its own.
+    if (opts.allow_standalone &&
+        (!coded || frame.size() - frame_header_size > block.size() * 9 / 10)) {
+        std::vector<std::byte> alt(frame_header_size);
+        detail::encode_standalone(type, block, opts.zstd_level, alt);
+        if (!coded || alt.size() < frame.size()) {
+            frame = std::move(alt);
+            h.m = method::standalone;
+            h.flags = 0;
+            h.reference_hash = 0;
+            coded = true;
+        }
+    }
+    if (!coded || frame.size() - frame_header_size >= block.size()) {
+        frame.resize(frame_header_size);
+        frame.insert(frame.end(), block.begin(), block.end());
+        h.m = method::raw;
+        h.flags = 0;
+        h.reference_hash = 0;
+    }
+    h.payload_size = static_cast<std::uint32_t>(frame.size() - frame_header_size);
+    detail::write_header(frame, h);
+    if (info) *info = {h.m, type, block.size() / width_of(type), changed, frame.size()};
+    return frame;
+}
+
+std::vector<std::byte> decode(std::span<const std::byte> frame,
+                              std::span<const std::byte> reference, const decode_options& opts) {
+    const auto h = detail::read_header(frame, opts.verify_frame_check);
+    if (h.raw_size > opts.max_raw_size)
+        throw decode_error("corrupt frame: claims " + std::to_string(h.raw_size) +
+                           " decoded bytes, more than the limit of " +
+                           std::to_string(opts.max_raw_size));
+    auto payload = frame.subspan(frame_header_size);
+    std::vector<std::byte> out(h.raw_size);
+    switch (h.m) {
+    case method::raw:
+        detail::copy_bytes(out, payload);
+        break;
+    case method::standalone:
+        detail::decode_standalone(h.type, payload, out);
+        break;
+    case method::dense:
+    case method::sparse: {
+        if (reference.empty())
+            throw reference_mismatch("frame is a delta but no reference was given");
+        reference_view ref(reference, h.raw_size);
+        if (ref.hash != h.reference_hash)
+            throw reference_mismatch(
+                "reference differs from the one the frame was encoded against");
+        detail::decode_delta(h.m, h.type, payload, ref.bytes, out);
+        break;
+    }
+    }
+    if (XXH3_64bits(out.data(), out.size()) != h.content_hash)
+        throw decode_error("corrupt frame: decoded bytes fail their checksum");
+    return out;
+}
+
+frame_summary inspect(std::span<const std::byte> frame) {
+    const auto h = detail::read_header(frame);
+    return {h.m, h.type, h.raw_size, h.payload_size, bool(h.flags & detail::flag_has_reference)};
+}
+
+} // namespace tpde::codec

@@ -1,0 +1,66 @@
+#include "frame.hpp"
+
+#include <cstring>
+#include <xxhash.h>
+
+#include "byte_io.hpp"
+
+namespace tpde::codec::detail {
+namespace {
+constexpr char magic[4] = {'T', 'P', 'D', 'F'};
+constexpr std::size_t checked_bytes = 32;
+
+std::uint64_t frame_check(std::span<const std::byte> frame) {
+    auto seed = XXH3_64bits(frame.data(), checked_bytes);
+    return XXH3_64bits_withSeed(frame.data() + frame_header_size, frame.size() - frame_header_size,
+                                seed);
+}
+} // namespace
+
+void write_header(std::span<std::byte> frame, const frame_header& h) {
+    std::byte* p = frame.data();
+    std::memcpy(p, magic, 4);
+    p[4] = std::byte{format_version};
+    p[5] = static_cast<std::byte>(h.m);
+    p[6] = static_cast<std::byte>(h.type);
+    p[7] = std::byte{h.flags};
+    store_le(p + 8, h.raw_size);
+    store_le(p + 12, h.payload_size);
+    store_le(p + 16, h.content_hash);
+    store_le(p + 24, h.reference_hash);
+    store_le(p + 32, frame_check(frame));
+}
+
+frame_header read_header(std::span<const std::byte> frame, bool verify_check) {
+    if (frame.size() < frame_header_size)
+        throw decode_error("corrupt frame: shorter than its header");
+    const std::byte* p = frame.data();
+    if (std::memcmp(p, magic, 4) != 0) throw decode_error("corrupt frame: bad magic");
+    if (std::to_integer<std::uint8_t>(p[4]) != format_version)
+        throw decode_error("unsupported frame format version " +
+                           std::to_string(std::to_integer<int>(p[4])));
+    frame_header h;
+    auto m = std::to_integer<std::uint8_t>(p[5]);
+    auto t = std::to_integer<std::uint8_t>(p[6]);
+    h.flags = std::to_integer<std::uint8_t>(p[7]);
+    if (m >= method_count || !is_valid(t) || (h.flags & ~flag_has_reference))
+        throw decode_error("corrupt frame: bad method, type or flags");
+    h.m = static_cast<method>(m);
+    h.type = static_cast<element_type>(t);
+    h.raw_size = load_le<std::uint32_t>(p + 8);
+    h.payload_size = load_le<std::uint32_t>(p + 12);
+    h.content_hash = load_le<std::uint64_t>(p + 16);
+    h.reference_hash = load_le<std::uint64_t>(p + 24);
+    if (frame.size() - frame_header_size != h.payload_size)
+        throw decode_error("corrupt frame: length does not match header (truncated?)");
+    if (verify_check && load_le<std::uint64_t>(p + 32) != frame_check(frame))
+        throw decode_error("corrupt frame: frame checksum mismatch");
+    bool delta = h.m == method::dense || h.m == method::sparse;
+    if (delta != bool(h.flags & flag_has_reference))
+        throw decode_error("corrupt frame: reference flag does not match method");
+    if (h.m == method::raw && h.payload_size != h.raw_size)
+        throw decode_error("corrupt frame: raw payload size mismatch");
+    return h;
+}
+
+} // namespace tpde::codec::detail

@@ -1,0 +1,430 @@
+#include "residual.hpp"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "bit_io.hpp"
+#include "byte_io.hpp"
+#include "rans.hpp"
+
+namespace tpde::codec::detail {
+namespace {
+
+struct layout {
+    unsigned exp_shift;
+    unsigned exp_bits; // 0: no exponent, one context
+    bool float_order;  // map sign-magnitude to an order-preserving integer before subtracting
+};
+
+constexpr layout layout_of(element_type t) {
+    switch (t) {
+    case element_type::f16:
+        return {10, 5, true};
+    case element_type::bf16:
+        return {7, 8, true};
+    case element_type::f32:
+        return {23, 8, true};
+    case element_type::f64:
+        return {52, 11, true};
+    case element_type::bytes:
+        break;
+    }
+    return {0, 0, false};
+}
+
+template <typename U>
+constexpr unsigned bits_of = 8 * sizeof(U);
+template <typename U>
+constexpr unsigned symbols_of = 2 * bits_of<U>;
+
+template <typename U>
+inline U load(const std::byte* base, std::size_t i) {
+    U v;
+    std::memcpy(&v, base + i * sizeof(U), sizeof(U));
+    return v;
+}
+template <typename U>
+inline void store(std::byte* base, std::size_t i, U v) {
+    std::memcpy(base + i * sizeof(U), &v, sizeof(U));
+}
+
+// Order-preserving map of IEEE sign-magnitude bits to unsigned integers, and back.
+template <typename U>
+inline U to_ordered(U x, bool float_order) {
+    constexpr U sign = U{1} << (bits_of<U> - 1);
+    if (!float_order) return x;
+    return (x & sign) ? U(~x) : U(x | sign);
+}
+template <typename U>
+inline U from_ordered(U x, bool float_order) {
+    constexpr U sign = U{1} << (bits_of<U> - 1);
+    if (!float_order) return x;
+    return (x & sign) ? U(x & ~sign) : U(~x);
+}
+template <typename U>
+inline U zigzag(U r) {
+    using S = std::make_signed_t<U>;
+    return U(r << 1) ^ U(S(r) >> (bits_of<U> - 1));
+}
+template <typename U>
+inline U unzigzag(U z) {
+    return U(z >> 1) ^ U(0 - (z & 1));
+}
+
+// Symbol of a zigzag residual: 0, 1, or 2*(n-1)+b for bit length n >= 2 and b the bit below
+// the leading one; n-2 raw bits follow.
+template <typename U>
+inline unsigned symbol_of(U z, unsigned& nraw) {
+    unsigned n = static_cast<unsigned>(std::bit_width(z));
+    if (n < 2) {
+        nraw = 0;
+        return n;
+    }
+    nraw = n - 2;
+    return 2 * (n - 1) + static_cast<unsigned>((z >> (n - 2)) & 1);
+}
+
+template <typename U>
+struct symbol_info {
+    U high;             // leading one and the bit below it, in place
+    std::uint8_t nraw;  // raw bits below
+    std::uint8_t valid; // 0 for symbols no table may produce
+};
+
+template <typename U>
+const std::array<symbol_info<U>, 256>& symbol_infos() {
+    static const auto table = [] {
+        std::array<symbol_info<U>, 256> t{};
+        for (unsigned s = 0; s < symbols_of<U>; ++s) {
+            if (s < 2) {
+                t[s] = {U(s), 0, 1};
+            } else {
+                unsigned n = s / 2 + 1;
+                t[s] = {U(U(2 | (s & 1)) << (n - 2)), static_cast<std::uint8_t>(n - 2), 1};
+            }
+        }
+        return t;
+    }();
+    return table;
+}
+
+// Maps a reference element's exponent to one of max_contexts contexts: one per exponent for
+// the top max_contexts-1 exponents below `top`, everything smaller shares context 0.
+struct context_map {
+    layout lay;
+    std::vector<std::uint8_t> lut; // exponent -> context
+    unsigned top{0};
+
+    context_map(layout l, unsigned top_exponent) : lay(l), top(top_exponent) {
+        if (lay.exp_bits == 0) {
+            lut.assign(1, 0);
+            return;
+        }
+        lut.resize(std::size_t{1} << lay.exp_bits);
+        for (std::size_t e = 0; e < lut.size(); ++e) {
+            long c = static_cast<long>(e) - (static_cast<long>(top) - (max_contexts - 1));
+            lut[e] = static_cast<std::uint8_t>(std::clamp<long>(c, 0, max_contexts - 1));
+        }
+    }
+    template <typename U>
+    unsigned operator()(U ref) const {
+        if (lay.exp_bits == 0) return 0;
+        return lut[(ref >> lay.exp_shift) & ((U{1} << lay.exp_bits) - 1)];
+    }
+    unsigned contexts() const { return lay.exp_bits == 0 ? 1 : max_contexts; }
+};
+
+// The largest finite exponent among the reference elements: contexts are placed below it.
+template <typename U>
+unsigned top_exponent(layout lay, const std::byte* ref, std::size_t n) {
+    if (lay.exp_bits == 0) return 0;
+    const U mask = (U{1} << lay.exp_bits) - 1;
+    U top = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        U e = (load<U>(ref, i) >> lay.exp_shift) & mask;
+        if (e != mask && e > top) top = e;
+    }
+    return static_cast<unsigned>(top);
+}
+
+inline unsigned elias_delta_bits(std::uint64_t g) {
+    unsigned l = static_cast<unsigned>(std::bit_width(g));
+    unsigned ll = static_cast<unsigned>(std::bit_width(l));
+    return 2 * ll - 1 + l - 1;
+}
+inline void put_elias_delta(bit_writer& bw, std::uint32_t g) {
+    unsigned l = static_cast<unsigned>(std::bit_width(g));
+    unsigned ll = static_cast<unsigned>(std::bit_width(l));
+    bw.put(std::uint64_t{1} << (ll - 1), ll);                    // ll-1 zeros, then a one
+    bw.put(l & ((1u << (ll - 1)) - 1), ll - 1);                  // l below its leading one
+    bw.put_wide(g & ((std::uint64_t{1} << (l - 1)) - 1), l - 1); // g below its leading one
+}
+inline std::uint32_t get_elias_delta(bit_reader& br) {
+    std::uint32_t peek = br.peek32();
+    if (peek == 0) throw decode_error("corrupt frame: bad position code");
+    unsigned zeros = static_cast<unsigned>(std::countr_zero(peek));
+    if (zeros > 5) throw decode_error("corrupt frame: bad position code");
+    unsigned ll = zeros + 1;
+    br.get(ll);
+    unsigned l = static_cast<unsigned>((1u << (ll - 1)) | br.get(ll - 1));
+    if (l > 32) throw decode_error("corrupt frame: bad position code");
+    return static_cast<std::uint32_t>((std::uint64_t{1} << (l - 1)) | br.get_wide(l - 1));
+}
+
+// Per-context symbol counts.
+template <typename U>
+struct histogram {
+    std::array<std::array<std::uint32_t, max_symbols>, max_contexts> counts{};
+
+    double coded_bits(unsigned contexts, bool without_zero) const {
+        double bits = 0;
+        for (unsigned c = 0; c < contexts; ++c) {
+            std::span<const std::uint32_t> h(counts[c].data(), symbols_of<U>);
+            if (without_zero) h = h.subspan(1);
+            bits += entropy_bits(h);
+            // Table cost: presence bitmap plus ~1.5 bytes per present symbol.
+            unsigned present = 0;
+            for (auto v : h) present += v != 0;
+            bits += symbols_of<U> + 12.0 * present;
+        }
+        return bits;
+    }
+};
+
+template <typename U>
+struct analysis {
+    histogram<U> hist;
+    std::vector<std::uint8_t> syms;
+    std::vector<std::byte> raw_bits;
+    std::size_t changed{0};
+    double raw_bit_count{0};
+    double gap_bits{0};
+};
+
+// Pass 1: symbols, raw bits, per-context histogram, and what the sparse form would spend on
+// positions.
+template <typename U>
+void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref, std::size_t n,
+             analysis<U>& a) {
+    a.syms.resize(n);
+    a.raw_bits.clear();
+    a.raw_bits.reserve(n * sizeof(U) / 2 + 16);
+    bit_writer bw(a.raw_bits);
+    std::uint64_t raw_total = 0, gap_total = 0, changed = 0;
+    std::size_t last = std::numeric_limits<std::size_t>::max(); // "position -1"
+    const bool fo = ctx.lay.float_order;
+    for (std::size_t i = 0; i < n; ++i) {
+        U r = load<U>(ref, i);
+        U z = zigzag<U>(U(to_ordered(load<U>(blk, i), fo) - to_ordered(r, fo)));
+        unsigned nraw;
+        unsigned s = symbol_of(z, nraw);
+        a.syms[i] = static_cast<std::uint8_t>(s);
+        ++a.hist.counts[ctx(r)][s];
+        if constexpr (sizeof(U) == 8) {
+            bw.put_wide(z & ((U{1} << nraw) - 1), nraw);
+        } else {
+            bw.put(static_cast<std::uint64_t>(z & ((U{1} << nraw) - 1)), nraw);
+        }
+        raw_total += nraw;
+        bool nz = z != 0;
+        std::uint64_t gap = i - last;
+        gap_total += nz ? elias_delta_bits(gap) : 0;
+        last = nz ? i : last;
+        changed += nz;
+    }
+    bw.finish();
+    a.raw_bit_count = static_cast<double>(raw_total);
+    a.gap_bits = static_cast<double>(gap_total);
+    a.changed = changed;
+}
+
+template <typename U>
+void write_section(const context_map& ctx, const std::byte* ref, std::size_t n,
+                   const analysis<U>& a, bool sparse, byte_sink& out) {
+    std::array<freq_table, max_contexts> freqs{};
+    auto tables = std::make_unique<std::array<enc_table, max_contexts>>();
+    const unsigned nctx = ctx.contexts();
+    for (unsigned c = 0; c < nctx; ++c) {
+        auto counts = a.hist.counts[c];
+        if (sparse) counts[0] = 0;
+        normalize(std::span<const std::uint32_t>(counts.data(), symbols_of<U>), freqs[c]);
+        (*tables)[c].init(freqs[c]);
+    }
+    out.put(static_cast<std::uint16_t>(ctx.top));
+    write_tables(out, std::span<const freq_table>(freqs.data(), nctx), symbols_of<U>);
+
+    rans_encoder enc(sparse ? a.changed : n);
+    std::uint32_t x[2] = {rans_low, rans_low};
+    std::size_t k = sparse ? a.changed : n; // index of the element among those coded
+    for (std::size_t i = n; i-- > 0;) {
+        unsigned s = a.syms[i];
+        if (sparse && s == 0) continue;
+        --k;
+        enc.put(x[k & 1], (*tables)[ctx(load<U>(ref, i))].sym[s]);
+    }
+    enc.flush(x[1]);
+    enc.flush(x[0]);
+    auto len_pos = out.size();
+    out.put<std::uint32_t>(0);
+    enc.finish(out);
+    store_le(out.buffer().data() + len_pos, static_cast<std::uint32_t>(out.size() - len_pos - 4));
+    out.put_bytes(a.raw_bits);
+}
+
+template <typename U>
+delta_result encode_typed(layout lay, std::span<const std::byte> block,
+                          std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
+                          std::vector<std::byte>& payload) {
+    const std::size_t n = block.size() / sizeof(U);
+    context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
+    auto a = std::make_unique<analysis<U>>();
+    analyze<U>(ctx, block.data(), reference.data(), n, *a);
+
+    double dense_bits = a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count;
+    double sparse_bits = a->gap_bits + a->hist.coded_bits(ctx.contexts(), true) + a->raw_bit_count;
+    bool sparse = allow_sparse && (!allow_dense || sparse_bits < dense_bits);
+
+    byte_sink out(payload);
+    out.put_bytes(block.subspan(n * sizeof(U))); // the odd tail, raw
+    if (sparse) {
+        out.put(static_cast<std::uint32_t>(a->changed));
+        std::vector<std::byte> pos;
+        pos.reserve(static_cast<std::size_t>(a->gap_bits / 8) + 16);
+        bit_writer bw(pos);
+        std::size_t last = std::numeric_limits<std::size_t>::max();
+        for (std::size_t i = 0; i < n; ++i) {
+            if (a->syms[i] == 0) continue;
+            put_elias_delta(bw, static_cast<std::uint32_t>(i - last));
+            last = i;
+        }
+        bw.finish();
+        out.put(static_cast<std::uint32_t>(pos.size()));
+        out.put_bytes(pos);
+    }
+    write_section<U>(ctx, reference.data(), n, *a, sparse, out);
+    return {sparse ? method::sparse : method::dense, a->changed};
+}
+
+// Decodes the residual section for the elements at `positions` (all of them when dense).
+template <typename U, bool Sparse>
+void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size_t n,
+                    std::span<const std::uint32_t> positions, std::byte* out) {
+    auto top = in.get<std::uint16_t>();
+    if (lay.exp_bits && top >= (1u << lay.exp_bits))
+        throw decode_error("corrupt frame: bad exponent");
+    context_map ctx(lay, top);
+    const unsigned nctx = ctx.contexts();
+    std::array<freq_table, max_contexts> freqs{};
+    read_tables(in, std::span<freq_table>(freqs.data(), nctx), symbols_of<U>);
+    auto tables = std::make_unique<std::array<dec_table, max_contexts>>();
+    for (unsigned c = 0; c < nctx; ++c) (*tables)[c].init(freqs[c]);
+
+    auto rans_len = in.get<std::uint32_t>();
+    rans_decoder dec(in.get_bytes(rans_len));
+    bit_reader bits(in.rest());
+    const auto& info = symbol_infos<U>();
+    const bool fo = lay.float_order;
+    unsigned bad = 0;
+    const std::size_t count = Sparse ? positions.size() : n;
+
+    auto one = [&]<int K>(std::size_t k) {
+        std::size_t i = Sparse ? positions[k] : k;
+        U r = load<U>(ref, i);
+        unsigned s = dec.template get<K>((*tables)[ctx(r)]);
+        const auto& si = info[s];
+        bad |= si.valid ^ 1u;
+        U z;
+        if constexpr (sizeof(U) == 8) {
+            z = si.high | static_cast<U>(bits.get_wide(si.nraw));
+        } else {
+            z = si.high | static_cast<U>(bits.get(si.nraw));
+        }
+        store<U>(out, i, from_ordered<U>(U(to_ordered(r, fo) + unzigzag(z)), fo));
+    };
+    std::size_t k = 0;
+    for (; k + 1 < count; k += 2) {
+        one.template operator()<0>(k);
+        one.template operator()<1>(k + 1);
+    }
+    if (k < count) one.template operator()<0>(k);
+    if (bad || bits.overrun() || !dec.finished_cleanly())
+        throw decode_error("corrupt frame: residual stream does not decode cleanly");
+}
+
+template <typename U>
+void decode_typed(layout lay, method m, std::span<const std::byte> payload,
+                  std::span<const std::byte> reference, std::span<std::byte> out) {
+    const std::size_t n = out.size() / sizeof(U);
+    byte_source in(payload);
+    auto tail = in.get_bytes(out.size() - n * sizeof(U));
+    copy_bytes(out.subspan(n * sizeof(U)), tail);
+    if (m == method::dense) {
+        decode_section<U, false>(lay, in, reference.data(), n, {}, out.data());
+        return;
+    }
+    auto changed = in.get<std::uint32_t>();
+    if (changed > n) throw decode_error("corrupt frame: more changed elements than elements");
+    auto pos_len = in.get<std::uint32_t>();
+    auto pos_bytes = in.get_bytes(pos_len);
+    // Each position costs at least one bit, so a short stream cannot claim many positions.
+    if (changed > 8 * std::uint64_t{pos_len})
+        throw decode_error("corrupt frame: position stream too short");
+    std::vector<std::uint32_t> positions(changed);
+    bit_reader br(pos_bytes);
+    std::uint64_t pos = std::numeric_limits<std::uint64_t>::max();
+    for (auto& p : positions) {
+        pos += get_elias_delta(br);
+        if (pos >= n || br.overrun()) throw decode_error("corrupt frame: position out of range");
+        p = static_cast<std::uint32_t>(pos);
+    }
+    copy_bytes(out, reference.first(n * sizeof(U))); // unchanged elements
+    decode_section<U, true>(lay, in, reference.data(), n, positions, out.data());
+}
+
+template <typename F>
+decltype(auto) with_word(element_type t, F&& f) {
+    switch (width_of(t)) {
+    case 2:
+        return f(std::uint16_t{});
+    case 4:
+        return f(std::uint32_t{});
+    case 8:
+        return f(std::uint64_t{});
+    default:
+        return f(std::uint8_t{});
+    }
+}
+
+} // namespace
+
+delta_result encode_delta(element_type t, std::span<const std::byte> block,
+                          std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
+                          std::vector<std::byte>& payload) {
+    return with_word(t, [&]<typename U>(U) {
+        return encode_typed<U>(layout_of(t), block, reference, allow_dense, allow_sparse, payload);
+    });
+}
+
+double estimate_delta_bits(element_type t, std::span<const std::byte> block,
+                           std::span<const std::byte> reference) {
+    return with_word(t, [&]<typename U>(U) {
+        const std::size_t n = block.size() / sizeof(U);
+        layout lay = layout_of(t);
+        context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
+        auto a = std::make_unique<analysis<U>>();
+        analyze<U>(ctx, block.data(), reference.data(), n, *a);
+        return a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count +
+               8.0 * (block.size() - n * sizeof(U));
+    });
+}
+
+void decode_delta(method m, element_type t, std::span<const std::byte> payload,
+                  std::span<const std::byte> reference, std::span<std::byte> out) {
+    with_word(t, [&]<typename U>(U) { decode_typed<U>(layout_of(t), m, payload, reference, out); });
+}
+
+} // namespace tpde::codec::detail

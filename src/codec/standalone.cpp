@@ -1,0 +1,86 @@
+#include "standalone.hpp"
+
+#include <cstring>
+#include <memory>
+#include <zstd.h>
+
+#include "byte_io.hpp"
+
+namespace tpde::codec::detail {
+namespace {
+
+struct cctx_deleter {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct dctx_deleter {
+    void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+
+// zstd contexts are expensive to create; one per thread, reused.
+ZSTD_CCtx* thread_cctx() {
+    thread_local std::unique_ptr<ZSTD_CCtx, cctx_deleter> c(ZSTD_createCCtx());
+    return c.get();
+}
+ZSTD_DCtx* thread_dctx() {
+    thread_local std::unique_ptr<ZSTD_DCtx, dctx_deleter> d(ZSTD_createDCtx());
+    return d.get();
+}
+
+enum class plane_mode : std::uint8_t { raw = 0, zstd = 1 };
+
+} // namespace
+
+void encode_standalone(element_type t, std::span<const std::byte> block, int zstd_level,
+                       std::vector<std::byte>& payload) {
+    const std::size_t w = width_of(t);
+    const std::size_t n = block.size() / w;
+    byte_sink out(payload);
+    out.put_bytes(block.subspan(n * w));
+    std::vector<std::byte> plane(n);
+    std::vector<std::byte> packed(ZSTD_compressBound(n));
+    for (std::size_t b = 0; b < w && n > 0; ++b) {
+        const std::byte* src = block.data() + b;
+        for (std::size_t i = 0; i < n; ++i) plane[i] = src[i * w];
+        std::size_t c = ZSTD_compressCCtx(thread_cctx(), packed.data(), packed.size(), plane.data(),
+                                          n, zstd_level);
+        if (!ZSTD_isError(c) && c < n) {
+            out.put(plane_mode::zstd);
+            out.put(static_cast<std::uint32_t>(c));
+            out.put_bytes(std::span(packed.data(), c));
+        } else {
+            out.put(plane_mode::raw);
+            out.put_bytes(plane);
+        }
+    }
+}
+
+void decode_standalone(element_type t, std::span<const std::byte> payload,
+                       std::span<std::byte> out) {
+    const std::size_t w = width_of(t);
+    const std::size_t n = out.size() / w;
+    byte_source in(payload);
+    auto tail = in.get_bytes(out.size() - n * w);
+    copy_bytes(out.subspan(n * w), tail);
+    std::vector<std::byte> plane(n);
+    for (std::size_t b = 0; b < w && n > 0; ++b) {
+        auto mode = in.get<std::uint8_t>();
+        if (mode == static_cast<std::uint8_t>(plane_mode::raw)) {
+            auto bytes = in.get_bytes(n);
+            copy_bytes(plane, bytes);
+        } else if (mode == static_cast<std::uint8_t>(plane_mode::zstd)) {
+            auto len = in.get<std::uint32_t>();
+            auto bytes = in.get_bytes(len);
+            // dst capacity is the plane size: zstd refuses to write more.
+            std::size_t d = ZSTD_decompressDCtx(thread_dctx(), plane.data(), n, bytes.data(), len);
+            if (ZSTD_isError(d) || d != n)
+                throw decode_error("corrupt frame: byte plane does not decompress");
+        } else {
+            throw decode_error("corrupt frame: bad byte plane mode");
+        }
+        std::byte* dst = out.data() + b;
+        for (std::size_t i = 0; i < n; ++i) dst[i * w] = plane[i];
+    }
+    if (in.remaining() != 0) throw decode_error("corrupt frame: trailing bytes after planes");
+}
+
+} // namespace tpde::codec::detail

@@ -1,0 +1,112 @@
+#include "file_io.hpp"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <system_error>
+#include <unistd.h>
+
+namespace tpde::tools {
+namespace {
+[[noreturn]] void fail(const std::string& what, const std::filesystem::path& p) {
+    throw std::system_error(errno, std::generic_category(), what + " " + p.string());
+}
+} // namespace
+
+input_file::input_file(const std::filesystem::path& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) fail("cannot open", path);
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail("cannot stat", path);
+    if (!S_ISREG(st.st_mode)) {
+        ::close(fd_);
+        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        fail("not a regular file:", path);
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+}
+
+input_file::~input_file() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+std::vector<std::byte> input_file::read_at(std::uint64_t offset, std::size_t n) const {
+    if (offset >= size_) return {};
+    n = static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset));
+    std::vector<std::byte> buf(n);
+    read_exact(offset, buf);
+    return buf;
+}
+
+void input_file::read_exact(std::uint64_t offset, std::span<std::byte> out) const {
+    std::size_t done = 0;
+    while (done < out.size()) {
+        ssize_t r =
+            ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot read", path_);
+        }
+        if (r == 0) {
+            errno = EIO;
+            fail("unexpected end of file in", path_);
+        }
+        done += static_cast<std::size_t>(r);
+    }
+}
+
+output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {
+    tmp_ = path_;
+    tmp_ += ".tmp-" + std::to_string(::getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("cannot create", tmp_);
+    buffer_.reserve(4 << 20);
+}
+
+output_file::~output_file() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+        ::unlink(tmp_.c_str());
+    }
+}
+
+void output_file::write(std::span<const std::byte> bytes) {
+    if (buffer_.size() + bytes.size() > buffer_.capacity()) flush_buffer();
+    if (bytes.size() >= buffer_.capacity()) {
+        buffer_.assign(bytes.begin(), bytes.end());
+        flush_buffer();
+        return;
+    }
+    buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
+}
+
+void output_file::flush_buffer() {
+    std::size_t done = 0;
+    while (done < buffer_.size()) {
+        ssize_t w = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", tmp_);
+        }
+        done += static_cast<std::size_t>(w);
+    }
+    buffer_.clear();
+}
+
+void output_file::commit() {
+    flush_buffer();
+    if (::close(fd_) != 0) {
+        fd_ = -1;
+        ::unlink(tmp_.c_str());
+        fail("cannot write", tmp_);
+    }
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+        int e = errno;
+        ::unlink(tmp_.c_str());
+        errno = e;
+        fail("cannot rename into place", path_);
+    }
+}
+
+} // namespace tpde::tools

@@ -1,0 +1,52 @@
+#pragma once
+// RAII files for the command-line tools. Errors are std::system_error naming the path.
+#include <cstddef>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace tpde::tools {
+
+class input_file {
+public:
+    explicit input_file(const std::filesystem::path& path);
+    ~input_file();
+    input_file(const input_file&) = delete;
+    input_file& operator=(const input_file&) = delete;
+
+    std::uint64_t size() const { return size_; }
+    // Reads up to n bytes at offset (fewer only at end of file).
+    std::vector<std::byte> read_at(std::uint64_t offset, std::size_t n) const;
+    // Reads exactly n bytes at offset or throws (truncated input).
+    void read_exact(std::uint64_t offset, std::span<std::byte> out) const;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+    int fd_{-1};
+    std::uint64_t size_{0};
+};
+
+// Writes to "<path>.tmp-<pid>" and renames over `path` on commit(); an output that was not
+// committed (an error midway) is removed, so a failed run never leaves a half-written file
+// under the final name.
+class output_file {
+public:
+    explicit output_file(std::filesystem::path path);
+    ~output_file();
+    output_file(const output_file&) = delete;
+    output_file& operator=(const output_file&) = delete;
+
+    void write(std::span<const std::byte> bytes);
+    void commit();
+
+private:
+    std::filesystem::path path_;
+    std::filesystem::path tmp_;
+    int fd_{-1};
+    std::vector<std::byte> buffer_;
+    void flush_buffer();
+};
+
+} // namespace tpde::tools

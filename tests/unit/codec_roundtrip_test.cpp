@@ -1,0 +1,232 @@
+#include <gtest/gtest.h>
+
+#include "test_data.hpp"
+#include "tpde/codec/codec.hpp"
+
+using namespace tpde;
+using codec::element_type;
+using codec::method;
+
+namespace {
+
+struct roundtrip_result {
+    codec::encode_info info;
+    std::size_t frame_size;
+};
+
+roundtrip_result roundtrip(const std::vector<std::byte>& block, const std::vector<std::byte>& ref,
+                           codec::encode_options opts = {}) {
+    codec::encode_info info;
+    auto frame = codec::encode(block, ref, opts, &info);
+    EXPECT_LE(frame.size(), block.size() + codec::frame_header_size);
+    EXPECT_EQ(info.frame_bytes, frame.size());
+    auto back = codec::decode(frame, ref);
+    EXPECT_EQ(back, block) << "method " << codec::name_of(info.chosen) << " size " << block.size();
+    return {info, frame.size()};
+}
+
+std::vector<std::byte> f32_bytes(const std::vector<float>& v) {
+    return test::to_bytes(v.data(), v.size() * 4);
+}
+
+std::vector<std::byte> bf16_bytes(const std::vector<float>& v) {
+    std::vector<std::uint16_t> h(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) h[i] = test::to_bf16(v[i]);
+    return test::to_bytes(h.data(), h.size() * 2);
+}
+
+std::vector<std::byte> f16_bytes(std::size_t n, std::uint32_t seed, bool perturb) {
+    std::mt19937 rng(seed);
+    std::vector<std::uint16_t> h(n);
+    const std::uint16_t specials[] = {0x7e01, 0xfc00, 0x8000, 0x0001, 0x7c00, 0x03ff};
+    for (std::size_t i = 0; i < n; ++i) h[i] = static_cast<std::uint16_t>(0x2000 + rng() % 0x1800);
+    for (std::size_t i = 0; i < n && i < 6 * 31; i += 31) h[i] = specials[i / 31];
+    if (perturb)
+        for (std::size_t i = 0; i < n; i += 3)
+            h[i] = static_cast<std::uint16_t>(h[i] + (rng() % 5) - 2);
+    return test::to_bytes(h.data(), h.size() * 2);
+}
+
+const std::size_t sizes[] = {0, 1, 3, 4095, (4u << 20) + 3};
+
+} // namespace
+
+TEST(CodecRoundtrip, Fp32AllMethodsAllSizes) {
+    for (std::size_t size : sizes) {
+        auto prev = f32_bytes(test::weights_f32(size / 4 + 1, 1));
+        auto next = f32_bytes(test::step_f32(test::weights_f32(size / 4 + 1, 1), 0.9, 2));
+        prev.resize(size);
+        next.resize(size);
+        for (int forced = 0; forced < 4; ++forced) {
+            codec::encode_options o;
+            o.type = element_type::f32;
+            o.allow_dense = forced == 0 || forced == 1;
+            o.allow_sparse = forced == 0 || forced == 2;
+            o.allow_standalone = forced == 0 || forced == 3;
+            roundtrip(next, prev, o);
+        }
+        roundtrip(next, {}, {}); // no reference
+    }
+}
+
+TEST(CodecRoundtrip, DeltaBeatsStandaloneOnSimilarBlocks) {
+    auto w = test::weights_f32(1 << 18, 7);
+    auto prev = f32_bytes(w);
+    auto next = f32_bytes(test::step_f32(w, 1.0, 8));
+    auto with_ref = roundtrip(next, prev);
+    auto without = roundtrip(next, {});
+    EXPECT_EQ(with_ref.info.chosen, method::dense);
+    EXPECT_EQ(without.info.chosen, method::standalone);
+    EXPECT_LT(with_ref.frame_size * 1.3, without.frame_size);
+}
+
+// Scattered changes: fractional-bit dense coding of "unchanged" is near the entropy, so the
+// encoder may pick either form, but must pick (about) the smaller one.
+TEST(CodecRoundtrip, ChoosesTheSmallerOfDenseAndSparse) {
+    auto w = test::weights_f32(1 << 18, 9);
+    auto prev = f32_bytes(w);
+    for (double p : {0.0005, 0.01, 0.3}) {
+        auto next = f32_bytes(test::step_f32(w, p, 10));
+        auto dense = roundtrip(
+            next, prev,
+            {.type = element_type::f32, .allow_standalone = false, .allow_sparse = false});
+        auto sparse =
+            roundtrip(next, prev,
+                      {.type = element_type::f32, .allow_standalone = false, .allow_dense = false});
+        auto chosen = roundtrip(next, prev, {.type = element_type::f32});
+        EXPECT_LE(chosen.frame_size, std::min(dense.frame_size, sparse.frame_size) * 1.03) << p;
+        EXPECT_NEAR(double(chosen.info.changed) / (1 << 18), p, p * 0.2 + 0.001);
+    }
+}
+
+// Clustered changes (rows of an embedding that saw no gradient): the Elias-delta gaps win.
+TEST(CodecRoundtrip, SparseChosenForClusteredChanges) {
+    auto w = test::weights_f32(1 << 18, 9);
+    auto prev = f32_bytes(w);
+    auto changed = w;
+    for (std::size_t i = 5000; i < 5000 + 2000; ++i) changed[i] *= 1.001f;
+    auto r = roundtrip(f32_bytes(changed), prev, {.type = element_type::f32});
+    EXPECT_EQ(r.info.chosen, method::sparse);
+    EXPECT_EQ(r.info.changed, 2000u);
+    EXPECT_LT(r.frame_size, prev.size() / 100);
+}
+
+TEST(CodecRoundtrip, Bf16AndF16) {
+    for (std::size_t size : sizes) {
+        auto w = test::weights_f32(size / 2 + 1, 3);
+        auto prev = bf16_bytes(w);
+        auto next = bf16_bytes(test::step_f32(w, 0.5, 4));
+        prev.resize(size);
+        next.resize(size);
+        roundtrip(next, prev, {.type = element_type::bf16});
+        roundtrip(next, prev, {}); // probed
+        auto hp = f16_bytes(size / 2 + 1, 5, false);
+        auto hn = f16_bytes(size / 2 + 1, 5, true);
+        hp.resize(size);
+        hn.resize(size);
+        roundtrip(hn, hp, {.type = element_type::f16});
+    }
+}
+
+TEST(CodecRoundtrip, BytesAndF64) {
+    for (std::size_t size : sizes) {
+        auto prev = test::random_bytes(size, 11);
+        auto next = prev;
+        for (std::size_t i = 0; i < next.size(); i += 7) next[i] ^= std::byte{0x01};
+        roundtrip(next, prev, {.type = element_type::bytes});
+        roundtrip(next, prev, {.type = element_type::f64});
+        roundtrip(test::random_bytes(size, 12), prev, {}); // unrelated reference
+    }
+}
+
+TEST(CodecRoundtrip, AllEqualAndAllDifferent) {
+    std::vector<std::byte> zeros(1 << 16, std::byte{0});
+    auto r = roundtrip(zeros, zeros, {.type = element_type::f32});
+    EXPECT_LT(r.frame_size, 200u);
+    auto w = test::weights_f32(1 << 14, 13);
+    auto same = f32_bytes(w);
+    r = roundtrip(same, same);
+    EXPECT_EQ(r.info.changed, 0u);
+    EXPECT_LT(r.frame_size, 200u);
+    auto inv = same;
+    for (auto& b : inv) b = ~b; // every element differs
+    r = roundtrip(inv, same, {.type = element_type::f32});
+    EXPECT_EQ(r.info.changed, w.size());
+}
+
+TEST(CodecRoundtrip, EveryNanPayloadAndSpecialKept) {
+    std::vector<std::uint32_t> bits;
+    for (std::uint32_t m : {1u, 2u, 0x3fffffu, 0x400000u, 0x7fffffu})
+        for (std::uint32_t s : {0u, 0x80000000u}) bits.push_back(s | 0x7f800000u | m);
+    for (std::uint32_t v :
+         {0u, 0x80000000u, 1u, 0x80000001u, 0x7fffffu, 0x7f800000u, 0xff800000u, 0x7f7fffffu})
+        bits.push_back(v);
+    auto next = test::to_bytes(bits.data(), bits.size() * 4);
+    std::vector<std::uint32_t> rbits(bits.rbegin(), bits.rend());
+    auto prev = test::to_bytes(rbits.data(), rbits.size() * 4);
+    for (auto t : {element_type::f32, element_type::bf16, element_type::f16, element_type::f64,
+                   element_type::bytes}) {
+        codec::encode_options o;
+        o.type = t;
+        o.allow_standalone = false;
+        roundtrip(next, prev, o);
+    }
+}
+
+TEST(CodecRoundtrip, ReferenceShorterOrLonger) {
+    auto w = test::weights_f32(5000, 21);
+    auto next = f32_bytes(test::step_f32(w, 0.7, 22));
+    auto full = f32_bytes(w);
+    auto shorter = std::vector<std::byte>(full.begin(), full.begin() + 7001); // not element-aligned
+    auto longer = full;
+    longer.resize(full.size() + 4096, std::byte{0x5a});
+    codec::encode_options o;
+    o.allow_standalone = false;
+    auto r = roundtrip(next, shorter, o);
+    EXPECT_NE(r.info.chosen, method::standalone);
+    roundtrip(next, longer, o);
+}
+
+TEST(CodecRoundtrip, WrongReferenceIsReportedNotDecoded) {
+    auto w = test::weights_f32(4096, 31);
+    auto prev = f32_bytes(w);
+    auto next = f32_bytes(test::step_f32(w, 0.9, 32));
+    auto frame = codec::encode(next, prev, {.type = element_type::f32});
+    ASSERT_NE(codec::inspect(frame).m, method::raw);
+    auto wrong = prev;
+    wrong[100] ^= std::byte{1};
+    EXPECT_THROW(codec::decode(frame, wrong), codec::reference_mismatch);
+    EXPECT_THROW(codec::decode(frame, {}), codec::reference_mismatch);
+    auto truncated = std::vector<std::byte>(prev.begin(), prev.end() - 4);
+    EXPECT_THROW(codec::decode(frame, truncated), codec::reference_mismatch);
+}
+
+TEST(CodecRoundtrip, RawFallbackNeverExceedsHeader) {
+    auto noise = test::random_bytes(100003, 41);
+    auto other = test::random_bytes(100003, 42);
+    auto r = roundtrip(noise, other);
+    EXPECT_EQ(r.info.chosen, method::raw);
+    EXPECT_EQ(r.frame_size, noise.size() + codec::frame_header_size);
+}
+
+TEST(CodecRoundtrip, ProbeFindsTheElementType) {
+    auto w = test::weights_f32(1 << 16, 51);
+    auto prev = f32_bytes(w);
+    auto next = f32_bytes(test::step_f32(w, 1.0, 52));
+    codec::encode_info info;
+    codec::encode(next, prev, {}, &info);
+    EXPECT_EQ(info.type, element_type::f32);
+    auto bprev = bf16_bytes(w);
+    auto bnext = bf16_bytes(test::step_f32(w, 1.0, 53));
+    codec::encode(bnext, bprev, {}, &info);
+    EXPECT_EQ(info.type, element_type::bf16);
+}
+
+TEST(CodecRoundtrip, OversizedClaimRefused) {
+    std::vector<std::byte> zeros(1 << 20, std::byte{0});
+    auto frame = codec::encode(zeros, zeros, {.type = element_type::f32});
+    codec::decode_options small;
+    small.max_raw_size = 1 << 19;
+    EXPECT_THROW(codec::decode(frame, zeros, small), codec::decode_error);
+    EXPECT_EQ(codec::decode(frame, zeros), zeros);
+}

@@ -1,0 +1,94 @@
+#include <gtest/gtest.h>
+#include <random>
+
+#include "../../src/codec/bit_io.hpp"
+#include "../../src/codec/rans.hpp"
+
+using namespace tpde::codec::detail;
+
+TEST(Rans, NormalizeKeepsEverySeenSymbolAndSumsToScale) {
+    std::vector<std::uint32_t> counts(64, 0);
+    counts[0] = 1000000;
+    for (int s = 1; s < 64; ++s) counts[s] = 1; // many rare symbols
+    freq_table f;
+    ASSERT_TRUE(normalize(counts, f));
+    std::uint32_t sum = 0;
+    for (int s = 0; s < 64; ++s) {
+        EXPECT_GE(f[s], 1u);
+        sum += f[s];
+    }
+    EXPECT_EQ(sum, prob_scale);
+    std::vector<std::uint32_t> none(64, 0);
+    EXPECT_FALSE(normalize(none, f));
+}
+
+TEST(Rans, RoundTripsSkewedAndUniformStreams) {
+    for (double skew : {0.5, 0.9, 0.999}) {
+        std::mt19937 rng(1);
+        std::geometric_distribution<int> g(1 - skew);
+        std::vector<std::uint8_t> syms(100001);
+        std::vector<std::uint32_t> counts(max_symbols, 0);
+        for (auto& s : syms) {
+            s = static_cast<std::uint8_t>(std::min(g(rng), 127));
+            ++counts[s];
+        }
+        freq_table f;
+        normalize(counts, f);
+        enc_table et;
+        et.init(f);
+        dec_table dt;
+        dt.init(f);
+        rans_encoder enc(syms.size());
+        std::uint32_t x[2] = {rans_low, rans_low};
+        for (std::size_t i = syms.size(); i-- > 0;) enc.put(x[i & 1], et.sym[syms[i]]);
+        enc.flush(x[1]);
+        enc.flush(x[0]);
+        std::vector<std::byte> out;
+        byte_sink sink(out);
+        enc.finish(sink);
+        // Close to the entropy: within 1% + a few bytes.
+        EXPECT_LT(out.size() * 8.0, entropy_bits(counts) * 1.01 + 64) << "skew " << skew;
+        rans_decoder dec(out);
+        for (std::size_t i = 0; i < syms.size(); ++i) {
+            auto s = (i & 1) ? dec.get<1>(dt) : dec.get<0>(dt);
+            ASSERT_EQ(s, syms[i]) << i;
+        }
+        EXPECT_TRUE(dec.finished_cleanly());
+    }
+}
+
+TEST(BitIo, WritesAndReadsBackMixedWidths) {
+    std::vector<std::byte> buf;
+    bit_writer w(buf);
+    std::mt19937_64 rng(3);
+    std::vector<std::pair<std::uint64_t, unsigned>> vals;
+    for (int i = 0; i < 10000; ++i) {
+        unsigned n = rng() % 65;
+        std::uint64_t v = n == 64 ? rng() : (rng() & ((std::uint64_t{1} << n) - 1));
+        vals.emplace_back(v, n);
+        w.put_wide(v, n);
+    }
+    w.finish();
+    bit_reader r(buf);
+    for (auto [v, n] : vals) ASSERT_EQ(r.get_wide(n), v);
+    EXPECT_FALSE(r.overrun());
+    r.get(32);
+    r.get(32);
+    EXPECT_TRUE(r.overrun());
+}
+
+TEST(Rans, TableWireFormatRejectsBadSums) {
+    freq_table f{};
+    f[0] = 4000;
+    f[5] = 96;
+    std::vector<std::byte> buf;
+    byte_sink sink(buf);
+    write_tables(sink, std::span<const freq_table>(&f, 1), 64);
+    freq_table back;
+    byte_source src(buf);
+    read_tables(src, std::span<freq_table>(&back, 1), 64);
+    EXPECT_EQ(back, f);
+    buf.back() = std::byte{0x10}; // freq of symbol 5 no longer sums to scale
+    byte_source bad(buf);
+    EXPECT_THROW(read_tables(bad, std::span<freq_table>(&back, 1), 64), tpde::codec::decode_error);
+}

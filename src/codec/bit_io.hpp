@@ -1,5 +1,7 @@
 #pragma once
-// LSB-first bit streams for the raw low bits of residuals and for Elias-delta gaps.
+// LSB-first bit streams for the raw low bits of residuals and for Elias-delta gaps. Both
+// sides are branch-free in the common case: a branch per element that depends on the data
+// costs more than the coding around it.
 #include <bit>
 #include <cstdint>
 #include <span>
@@ -9,20 +11,24 @@
 
 namespace tpde::codec::detail {
 
+// Writes into a caller-owned scratch buffer, grown to fit `max_bits` up front; bytes()
+// is the stream's length after finish().
 class bit_writer {
 public:
-    explicit bit_writer(std::vector<std::byte>& out) : out_(out) {}
-    // n <= 32; bits of v above n must be zero.
+    bit_writer(std::vector<std::byte>& scratch, std::size_t max_bits) {
+        std::size_t need = max_bits / 8 + 16;
+        if (scratch.size() < need) scratch.resize(need);
+        begin_ = p_ = scratch.data();
+    }
+    // n <= 56; bits of v above n must be zero.
     void put(std::uint64_t v, unsigned n) {
         acc_ |= v << fill_;
         fill_ += n;
-        if (fill_ >= 32) {
-            auto pos = out_.size();
-            out_.resize(pos + 4);
-            store_le(out_.data() + pos, static_cast<std::uint32_t>(acc_));
-            acc_ >>= 32;
-            fill_ -= 32;
-        }
+        store_le(p_, acc_);
+        unsigned bytes = fill_ >> 3;
+        p_ += bytes;
+        acc_ = bytes ? acc_ >> (8 * bytes) : acc_;
+        fill_ &= 7;
     }
     void put_wide(std::uint64_t v, unsigned n) { // n <= 64
         if (n > 32) {
@@ -33,31 +39,32 @@ public:
         }
     }
     void finish() {
-        while (fill_ > 0) {
-            out_.push_back(static_cast<std::byte>(acc_ & 0xff));
-            acc_ >>= 8;
-            fill_ = fill_ > 8 ? fill_ - 8 : 0;
+        if (fill_) {
+            store_le(p_, acc_);
+            ++p_;
+            fill_ = 0;
+            acc_ = 0;
         }
+    }
+    std::span<const std::byte> bytes() const {
+        return {begin_, static_cast<std::size_t>(p_ - begin_)};
     }
 
 private:
-    std::vector<std::byte>& out_;
+    std::byte* begin_;
+    std::byte* p_;
     std::uint64_t acc_{0};
     unsigned fill_{0};
 };
 
-// Reading past the end yields zero bits and makes overrun() true, checked once at the end, so
-// the hot loop carries no throwing branch.
+// Reading past the end yields zero bits and makes overrun() true, checked once at the end,
+// so the hot loop carries no throwing branch. Loads near the end take a bounds-checked path.
 class bit_reader {
 public:
-    explicit bit_reader(std::span<const std::byte> in)
-        : p_(in.data()), end_(in.data() + in.size()), total_bits_(8 * in.size()) {}
-    std::uint64_t get(unsigned n) { // n <= 32
-        if (fill_ < n) refill();
-        std::uint64_t v = acc_ & ((std::uint64_t{1} << n) - 1);
-        acc_ >>= n;
-        fill_ -= n;
-        consumed_ += n;
+    explicit bit_reader(std::span<const std::byte> in) : in_(in) {}
+    std::uint64_t get(unsigned n) { // n <= 56
+        std::uint64_t v = (window() >> (pos_ & 7)) & ((std::uint64_t{1} << n) - 1);
+        pos_ += n;
         return v;
     }
     std::uint64_t get_wide(unsigned n) { // n <= 64
@@ -68,32 +75,21 @@ public:
         return get(n);
     }
     // The next 32 bits without consuming them.
-    std::uint32_t peek32() {
-        if (fill_ < 32) refill();
-        return static_cast<std::uint32_t>(acc_);
-    }
-    bool overrun() const { return consumed_ > total_bits_; }
+    std::uint32_t peek32() { return static_cast<std::uint32_t>(window() >> (pos_ & 7)); }
+    bool overrun() const { return pos_ > 8 * std::uint64_t{in_.size()}; }
 
 private:
-    void refill() {
-        if (end_ - p_ >= 4) {
-            acc_ |= static_cast<std::uint64_t>(load_le<std::uint32_t>(p_)) << fill_;
-            p_ += 4;
-            fill_ += 32;
-            return;
-        }
-        while (fill_ < 32) {
-            std::uint64_t b = p_ < end_ ? std::to_integer<std::uint8_t>(*p_++) : 0;
-            acc_ |= b << fill_;
-            fill_ += 8;
-        }
+    std::uint64_t window() const {
+        std::uint64_t byte = pos_ >> 3;
+        if (byte + 8 <= in_.size()) [[likely]]
+            return load_le<std::uint64_t>(in_.data() + byte);
+        std::uint64_t w = 0;
+        for (unsigned i = 0; i < 8 && byte + i < in_.size(); ++i)
+            w |= std::uint64_t{std::to_integer<std::uint8_t>(in_[byte + i])} << (8 * i);
+        return w;
     }
-    const std::byte* p_;
-    const std::byte* end_;
-    std::uint64_t total_bits_;
-    std::uint64_t consumed_{0};
-    std::uint64_t acc_{0};
-    unsigned fill_{0};
+    std::span<const std::byte> in_;
+    std::uint64_t pos_{0};
 };
 
 } // namespace tpde::codec::detail

@@ -45,6 +45,7 @@ bool is_valid(std::uint8_t raw_type) {
 namespace detail {
 namespace {
 
+// Small against a block: the probe runs the residual model once per candidate type.
 constexpr std::size_t sample_bytes = 16 << 10;
 
 // Order-0 entropy of the byte planes a width would produce.
@@ -81,7 +82,8 @@ element_type probe_element_type(std::span<const std::byte> block,
     auto ref = reference.subspan(start, sample.size());
     element_type best = element_type::bytes;
     double best_bits = estimate_delta_bits(best, sample, ref);
-    for (auto t : {element_type::f32, element_type::bf16, element_type::f16, element_type::f64}) {
+    // f16 and f64 are rare in training checkpoints and must be named by the caller.
+    for (auto t : {element_type::f32, element_type::bf16}) {
         double b = estimate_delta_bits(t, sample, ref);
         if (b < best_bits * 0.99) {
             best = t;

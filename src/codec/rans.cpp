@@ -114,11 +114,8 @@ void enc_table::init(const freq_table& f) {
 }
 
 void rans_encoder::finish(byte_sink& out) const {
-    auto& buf = out.buffer();
-    auto pos = buf.size();
-    buf.resize(pos + 2 * words_.size());
-    std::byte* p = buf.data() + pos;
-    for (auto it = words_.rbegin(); it != words_.rend(); ++it, p += 2) store_le(p, *it);
+    const std::uint16_t* end = words_.data() + words_.size();
+    out.put_bytes(std::as_bytes(std::span<const std::uint16_t>(p_, end)));
 }
 
 void dec_table::init(const freq_table& f) {

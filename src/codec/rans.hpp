@@ -49,15 +49,19 @@ struct enc_table {
     void init(const freq_table& f);
 };
 
-// Words are produced back to front: the encoder runs over the elements in reverse.
+// Words are produced back to front (the encoder runs over the elements in reverse) into a
+// buffer sized for one word per symbol, so they come out in decoding order.
 class rans_encoder {
 public:
-    explicit rans_encoder(std::size_t expected_words) { words_.reserve(expected_words + 4); }
+    explicit rans_encoder(std::size_t symbols) : words_(symbols + 8) {
+        p_ = words_.data() + words_.size();
+    }
     void put(std::uint32_t& x, const enc_symbol& s) {
-        if (x >= s.x_max) {
-            words_.push_back(static_cast<std::uint16_t>(x));
-            x >>= 16;
-        }
+        // Branch-free renormalisation: always store the low word, keep it only if needed.
+        std::uint32_t emit = x >= s.x_max;
+        p_[-1] = static_cast<std::uint16_t>(x);
+        p_ -= emit;
+        x = emit ? x >> 16 : x;
         std::uint32_t q =
             static_cast<std::uint32_t>((static_cast<std::uint64_t>(x) * s.rcp_freq) >> 32) >>
             s.rcp_shift;
@@ -65,14 +69,15 @@ public:
     }
     // Flush state 1 first, then state 0: the decoder reads state 0 first.
     void flush(std::uint32_t x) {
-        words_.push_back(static_cast<std::uint16_t>(x >> 16));
-        words_.push_back(static_cast<std::uint16_t>(x));
+        *--p_ = static_cast<std::uint16_t>(x >> 16);
+        *--p_ = static_cast<std::uint16_t>(x);
     }
     // Appends the stream in decoding order.
     void finish(byte_sink& out) const;
 
 private:
     std::vector<std::uint16_t> words_;
+    std::uint16_t* p_;
 };
 
 inline constexpr std::uint32_t invalid_symbol = 255;

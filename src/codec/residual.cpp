@@ -199,11 +199,23 @@ template <typename U>
 struct analysis {
     histogram<U> hist;
     std::vector<std::uint8_t> syms;
-    std::vector<std::byte> raw_bits;
+    std::vector<std::byte> raw_scratch;
+    std::span<const std::byte> raw_bits; // in raw_scratch
     std::size_t changed{0};
     double raw_bit_count{0};
     double gap_bits{0};
 };
+
+// Per-thread scratch, reused across blocks: allocating and faulting in fresh buffers per
+// block measured slower than the coding. Slot 0 encodes, slot 1 probes element types.
+template <typename U>
+analysis<U>& scratch_analysis(int slot) {
+    thread_local std::unique_ptr<analysis<U>> slots[2];
+    auto& a = slots[slot];
+    if (!a) a = std::make_unique<analysis<U>>();
+    a->hist = {};
+    return *a;
+}
 
 // Pass 1: symbols, raw bits, per-context histogram, and what the sparse form would spend on
 // positions.
@@ -211,9 +223,7 @@ template <typename U>
 void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref, std::size_t n,
              analysis<U>& a) {
     a.syms.resize(n);
-    a.raw_bits.clear();
-    a.raw_bits.reserve(n * sizeof(U) / 2 + 16);
-    bit_writer bw(a.raw_bits);
+    bit_writer bw(a.raw_scratch, n * (bits_of<U> - 2));
     std::uint64_t raw_total = 0, gap_total = 0, changed = 0;
     std::size_t last = std::numeric_limits<std::size_t>::max(); // "position -1"
     const bool fo = ctx.lay.float_order;
@@ -237,6 +247,7 @@ void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref,
         changed += nz;
     }
     bw.finish();
+    a.raw_bits = bw.bytes();
     a.raw_bit_count = static_cast<double>(raw_total);
     a.gap_bits = static_cast<double>(gap_total);
     a.changed = changed;
@@ -281,7 +292,7 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
                           std::vector<std::byte>& payload) {
     const std::size_t n = block.size() / sizeof(U);
     context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
-    auto a = std::make_unique<analysis<U>>();
+    analysis<U>* a = &scratch_analysis<U>(0);
     analyze<U>(ctx, block.data(), reference.data(), n, *a);
 
     double dense_bits = a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count;
@@ -292,9 +303,8 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
     out.put_bytes(block.subspan(n * sizeof(U))); // the odd tail, raw
     if (sparse) {
         out.put(static_cast<std::uint32_t>(a->changed));
-        std::vector<std::byte> pos;
-        pos.reserve(static_cast<std::size_t>(a->gap_bits / 8) + 16);
-        bit_writer bw(pos);
+        std::vector<std::byte> pos_scratch;
+        bit_writer bw(pos_scratch, static_cast<std::size_t>(a->gap_bits) + 64);
         std::size_t last = std::numeric_limits<std::size_t>::max();
         for (std::size_t i = 0; i < n; ++i) {
             if (a->syms[i] == 0) continue;
@@ -302,8 +312,8 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
             last = i;
         }
         bw.finish();
-        out.put(static_cast<std::uint32_t>(pos.size()));
-        out.put_bytes(pos);
+        out.put(static_cast<std::uint32_t>(bw.bytes().size()));
+        out.put_bytes(bw.bytes());
     }
     write_section<U>(ctx, reference.data(), n, *a, sparse, out);
     return {sparse ? method::sparse : method::dense, a->changed};
@@ -320,8 +330,22 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
     const unsigned nctx = ctx.contexts();
     std::array<freq_table, max_contexts> freqs{};
     read_tables(in, std::span<freq_table>(freqs.data(), nctx), symbols_of<U>);
-    auto tables = std::make_unique<std::array<dec_table, max_contexts>>();
-    for (unsigned c = 0; c < nctx; ++c) (*tables)[c].init(freqs[c]);
+    // Only contexts in use get a table of their own; the others share one that maps every
+    // slot to an invalid symbol (building 16 KiB per context costs as much as a small block).
+    static const dec_table* const unused = [] {
+        auto* t = new dec_table;
+        t->init(freq_table{});
+        return t;
+    }();
+    thread_local std::unique_ptr<std::array<dec_table, max_contexts>> storage;
+    if (!storage) storage = std::make_unique<std::array<dec_table, max_contexts>>();
+    std::array<const dec_table*, max_contexts> tables;
+    tables.fill(unused);
+    for (unsigned c = 0; c < nctx; ++c) {
+        if (std::all_of(freqs[c].begin(), freqs[c].end(), [](auto f) { return f == 0; })) continue;
+        (*storage)[c].init(freqs[c]);
+        tables[c] = &(*storage)[c];
+    }
 
     auto rans_len = in.get<std::uint32_t>();
     rans_decoder dec(in.get_bytes(rans_len));
@@ -334,7 +358,7 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
     auto one = [&]<int K>(std::size_t k) {
         std::size_t i = Sparse ? positions[k] : k;
         U r = load<U>(ref, i);
-        unsigned s = dec.template get<K>((*tables)[ctx(r)]);
+        unsigned s = dec.template get<K>(*tables[ctx(r)]);
         const auto& si = info[s];
         bad |= si.valid ^ 1u;
         U z;
@@ -415,7 +439,7 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
         const std::size_t n = block.size() / sizeof(U);
         layout lay = layout_of(t);
         context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
-        auto a = std::make_unique<analysis<U>>();
+        auto* a = &scratch_analysis<U>(1);
         analyze<U>(ctx, block.data(), reference.data(), n, *a);
         return a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count +
                8.0 * (block.size() - n * sizeof(U));

@@ -53,8 +53,8 @@ container_header read_container_header(const input_file& in) {
     return h;
 }
 
-std::vector<std::byte> read_frame(const input_file& in, std::uint64_t& offset,
-                                  std::uint32_t block_size) {
+std::span<const std::byte> read_frame(const input_file& in, std::uint64_t& offset,
+                                      std::uint32_t block_size) {
     if (in.size() - offset < 4)
         throw std::runtime_error(in.path().string() + ": truncated (frame length missing)");
     std::byte len_bytes[4];
@@ -63,8 +63,7 @@ std::vector<std::byte> read_frame(const input_file& in, std::uint64_t& offset,
     if (len > block_size + codec::frame_header_size || len > in.size() - offset - 4)
         throw std::runtime_error(in.path().string() + ": truncated or corrupt frame at offset " +
                                  std::to_string(offset));
-    std::vector<std::byte> frame(len);
-    in.read_exact(offset + 4, frame);
+    auto frame = in.view(offset + 4, len);
     offset += 4 + len;
     return frame;
 }

@@ -23,8 +23,8 @@ std::vector<std::byte> write_container_header(const container_header& h);
 // Throws std::runtime_error with a user-facing message.
 container_header read_container_header(const input_file& in);
 
-// Reads the frame that starts at `offset`; advances offset past it.
-std::vector<std::byte> read_frame(const input_file& in, std::uint64_t& offset,
-                                  std::uint32_t block_size);
+// The frame that starts at `offset` (a view into the file's mapping); advances offset past it.
+std::span<const std::byte> read_frame(const input_file& in, std::uint64_t& offset,
+                                      std::uint32_t block_size);
 
 } // namespace tpde::tools

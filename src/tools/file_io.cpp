@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <system_error>
 #include <unistd.h>
@@ -24,10 +25,29 @@ input_file::input_file(const std::filesystem::path& path) : path_(path) {
         fail("not a regular file:", path);
     }
     size_ = static_cast<std::uint64_t>(st.st_size);
+    if (size_ > 0) {
+        void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+        if (m == MAP_FAILED) fail("cannot map", path);
+        map_ = static_cast<std::byte*>(m);
+        ::madvise(m, size_, MADV_SEQUENTIAL);
+    }
 }
 
 input_file::~input_file() {
+    if (map_) ::munmap(map_, size_);
     if (fd_ >= 0) ::close(fd_);
+}
+
+std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n) const {
+    if (offset >= size_) return {};
+    return {map_ + offset, static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset))};
+}
+
+void input_file::release(std::uint64_t offset, std::size_t n) const {
+    auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t start = offset / page * page;
+    std::uint64_t end = std::min(size_, offset + n);
+    if (map_ && end > start) ::madvise(map_ + start, end - start, MADV_DONTNEED);
 }
 
 std::vector<std::byte> input_file::read_at(std::uint64_t offset, std::size_t n) const {

@@ -20,12 +20,19 @@ public:
     std::vector<std::byte> read_at(std::uint64_t offset, std::size_t n) const;
     // Reads exactly n bytes at offset or throws (truncated input).
     void read_exact(std::uint64_t offset, std::span<std::byte> out) const;
+    // The bytes [offset, offset+n) (fewer at end of file) of a read-only mapping of the whole
+    // file: no copy. Valid while this object lives.
+    std::span<const std::byte> view(std::uint64_t offset, std::size_t n) const;
+    // Tells the kernel a mapped range is done with, so a long sequential pass keeps only a
+    // few blocks resident.
+    void release(std::uint64_t offset, std::size_t n) const;
     const std::filesystem::path& path() const { return path_; }
 
 private:
     std::filesystem::path path_;
     int fd_{-1};
     std::uint64_t size_{0};
+    std::byte* map_{nullptr};
 };
 
 // Writes to "<path>.tmp-<pid>" and renames over `path` on commit(); an output that was not

@@ -58,8 +58,8 @@ TEST(Rans, RoundTripsSkewedAndUniformStreams) {
 }
 
 TEST(BitIo, WritesAndReadsBackMixedWidths) {
-    std::vector<std::byte> buf;
-    bit_writer w(buf);
+    std::vector<std::byte> scratch;
+    bit_writer w(scratch, 10000 * 64);
     std::mt19937_64 rng(3);
     std::vector<std::pair<std::uint64_t, unsigned>> vals;
     for (int i = 0; i < 10000; ++i) {
@@ -69,6 +69,7 @@ TEST(BitIo, WritesAndReadsBackMixedWidths) {
         w.put_wide(v, n);
     }
     w.finish();
+    std::vector<std::byte> buf(w.bytes().begin(), w.bytes().end());
     bit_reader r(buf);
     for (auto [v, n] : vals) ASSERT_EQ(r.get_wide(n), v);
     EXPECT_FALSE(r.overrun());

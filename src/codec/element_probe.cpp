@@ -46,7 +46,7 @@ namespace detail {
 namespace {
 
 // Small against a block: the probe runs the residual model once per candidate type.
-constexpr std::size_t sample_bytes = 16 << 10;
+constexpr std::size_t sample_bytes = 4 << 10;
 
 // Order-0 entropy of the byte planes a width would produce.
 double plane_bits(std::span<const std::byte> s, std::size_t w) {

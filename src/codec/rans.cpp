@@ -45,6 +45,15 @@ bool normalize(std::span<const std::uint32_t> counts, freq_table& freqs) {
     return true;
 }
 
+double coded_bits(std::span<const std::uint32_t> counts) {
+    freq_table f;
+    if (!normalize(counts, f)) return 0;
+    double bits = 0;
+    for (std::size_t s = 0; s < counts.size(); ++s)
+        if (counts[s]) bits += counts[s] * (prob_bits - std::log2(double(f[s])));
+    return bits;
+}
+
 double entropy_bits(std::span<const std::uint32_t> counts) {
     double total = 0;
     for (auto c : counts) total += c;

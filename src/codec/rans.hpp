@@ -14,7 +14,7 @@
 
 namespace tpde::codec::detail {
 
-inline constexpr unsigned prob_bits = 12;
+inline constexpr unsigned prob_bits = 10;
 inline constexpr std::uint32_t prob_scale = 1u << prob_bits;
 inline constexpr std::uint32_t rans_low = 1u << 15;
 inline constexpr unsigned max_symbols = 128;
@@ -28,9 +28,11 @@ using freq_table = std::array<std::uint16_t, max_symbols>;
 // context saw nothing.
 bool normalize(std::span<const std::uint32_t> counts, freq_table& freqs);
 
-// Cost estimate in bits of coding `counts` with the frequencies they would normalise to
-// (order-0 entropy; the table's own size is added by the caller).
+// Order-0 entropy of `counts`, in bits.
 double entropy_bits(std::span<const std::uint32_t> counts);
+// What rANS actually spends on `counts` with the frequencies they normalise to (differs
+// from the entropy where probabilities hit the table's resolution).
+double coded_bits(std::span<const std::uint32_t> counts);
 
 // Per-context tables on the wire: a presence bitmap then freq-1 as varints.
 void write_tables(byte_sink& out, std::span<const freq_table> tables, unsigned symbols);

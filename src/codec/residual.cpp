@@ -175,17 +175,22 @@ inline std::uint32_t get_elias_delta(bit_reader& br) {
     return static_cast<std::uint32_t>((std::uint64_t{1} << (l - 1)) | br.get_wide(l - 1));
 }
 
-// Per-context symbol counts.
+// Per-context symbol counts, indexed by context * max_symbols + symbol.
 template <typename U>
 struct histogram {
-    std::array<std::array<std::uint32_t, max_symbols>, max_contexts> counts{};
+    std::array<std::uint32_t, max_contexts * max_symbols> counts{};
 
-    double coded_bits(unsigned contexts, bool without_zero) const {
+    std::span<const std::uint32_t> of(unsigned c) const {
+        return {counts.data() + c * max_symbols, symbols_of<U>};
+    }
+    // Entropy of the symbols plus, with `tables`, an estimate of the tables' own size.
+    double coded_bits(unsigned contexts, bool without_zero, bool tables = true) const {
         double bits = 0;
         for (unsigned c = 0; c < contexts; ++c) {
-            std::span<const std::uint32_t> h(counts[c].data(), symbols_of<U>);
+            auto h = of(c);
             if (without_zero) h = h.subspan(1);
-            bits += entropy_bits(h);
+            bits += tables ? detail::coded_bits(h) : entropy_bits(h);
+            if (!tables) continue;
             // Table cost: presence bitmap plus ~1.5 bytes per present symbol.
             unsigned present = 0;
             for (auto v : h) present += v != 0;
@@ -198,12 +203,11 @@ struct histogram {
 template <typename U>
 struct analysis {
     histogram<U> hist;
-    std::vector<std::uint8_t> syms;
+    std::vector<std::uint16_t> syms; // context * max_symbols + symbol, per element
     std::vector<std::byte> raw_scratch;
     std::span<const std::byte> raw_bits; // in raw_scratch
     std::size_t changed{0};
     double raw_bit_count{0};
-    double gap_bits{0};
 };
 
 // Per-thread scratch, reused across blocks: allocating and faulting in fresh buffers per
@@ -217,50 +221,63 @@ analysis<U>& scratch_analysis(int slot) {
     return *a;
 }
 
-// Pass 1: symbols, raw bits, per-context histogram, and what the sparse form would spend on
-// positions.
+// Pass 1: symbols with their contexts, raw bits, per-context histogram.
 template <typename U>
 void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref, std::size_t n,
              analysis<U>& a) {
     a.syms.resize(n);
     bit_writer bw(a.raw_scratch, n * (bits_of<U> - 2));
-    std::uint64_t raw_total = 0, gap_total = 0, changed = 0;
-    std::size_t last = std::numeric_limits<std::size_t>::max(); // "position -1"
+    std::uint64_t raw_total = 0, changed = 0;
     const bool fo = ctx.lay.float_order;
     for (std::size_t i = 0; i < n; ++i) {
         U r = load<U>(ref, i);
         U z = zigzag<U>(U(to_ordered(load<U>(blk, i), fo) - to_ordered(r, fo)));
         unsigned nraw;
         unsigned s = symbol_of(z, nraw);
-        a.syms[i] = static_cast<std::uint8_t>(s);
-        ++a.hist.counts[ctx(r)][s];
+        unsigned cs = ctx(r) * max_symbols + s;
+        a.syms[i] = static_cast<std::uint16_t>(cs);
+        ++a.hist.counts[cs];
         if constexpr (sizeof(U) == 8) {
             bw.put_wide(z & ((U{1} << nraw) - 1), nraw);
         } else {
             bw.put(static_cast<std::uint64_t>(z & ((U{1} << nraw) - 1)), nraw);
         }
         raw_total += nraw;
-        bool nz = z != 0;
-        std::uint64_t gap = i - last;
-        gap_total += nz ? elias_delta_bits(gap) : 0;
-        last = nz ? i : last;
-        changed += nz;
+        changed += s != 0;
     }
     bw.finish();
     a.raw_bits = bw.bytes();
     a.raw_bit_count = static_cast<double>(raw_total);
-    a.gap_bits = static_cast<double>(gap_total);
     a.changed = changed;
+}
+
+inline bool is_unchanged(std::uint16_t ctxsym) {
+    return ctxsym % max_symbols == 0;
+}
+
+// What the sparse form spends on positions: Elias-delta codes of the gaps between changed
+// elements.
+inline double position_bits(std::span<const std::uint16_t> syms) {
+    std::uint64_t bits = 0;
+    std::size_t last = std::numeric_limits<std::size_t>::max(); // "position -1"
+    for (std::size_t i = 0; i < syms.size(); ++i) {
+        if (is_unchanged(syms[i])) continue;
+        bits += elias_delta_bits(i - last);
+        last = i;
+    }
+    return static_cast<double>(bits);
 }
 
 template <typename U>
 void write_section(const context_map& ctx, const std::byte* ref, std::size_t n,
                    const analysis<U>& a, bool sparse, byte_sink& out) {
     std::array<freq_table, max_contexts> freqs{};
-    auto tables = std::make_unique<std::array<enc_table, max_contexts>>();
+    thread_local std::unique_ptr<std::array<enc_table, max_contexts>> tables;
+    if (!tables) tables = std::make_unique<std::array<enc_table, max_contexts>>();
     const unsigned nctx = ctx.contexts();
     for (unsigned c = 0; c < nctx; ++c) {
-        auto counts = a.hist.counts[c];
+        std::array<std::uint32_t, max_symbols> counts{};
+        std::ranges::copy(a.hist.of(c), counts.begin());
         if (sparse) counts[0] = 0;
         normalize(std::span<const std::uint32_t>(counts.data(), symbols_of<U>), freqs[c]);
         (*tables)[c].init(freqs[c]);
@@ -268,14 +285,20 @@ void write_section(const context_map& ctx, const std::byte* ref, std::size_t n,
     out.put(static_cast<std::uint16_t>(ctx.top));
     write_tables(out, std::span<const freq_table>(freqs.data(), nctx), symbols_of<U>);
 
+    // The tables are contiguous, so a context*max_symbols+symbol index addresses them flat.
+    const enc_symbol* flat = (*tables)[0].sym.data();
+    static_assert(sizeof(enc_table) == max_symbols * sizeof(enc_symbol));
     rans_encoder enc(sparse ? a.changed : n);
     std::uint32_t x[2] = {rans_low, rans_low};
-    std::size_t k = sparse ? a.changed : n; // index of the element among those coded
-    for (std::size_t i = n; i-- > 0;) {
-        unsigned s = a.syms[i];
-        if (sparse && s == 0) continue;
-        --k;
-        enc.put(x[k & 1], (*tables)[ctx(load<U>(ref, i))].sym[s]);
+    if (sparse) {
+        std::size_t k = a.changed; // index of the element among those coded
+        for (std::size_t i = n; i-- > 0;) {
+            if (is_unchanged(a.syms[i])) continue;
+            --k;
+            enc.put(x[k & 1], flat[a.syms[i]]);
+        }
+    } else {
+        for (std::size_t i = n; i-- > 0;) enc.put(x[i & 1], flat[a.syms[i]]);
     }
     enc.flush(x[1]);
     enc.flush(x[0]);
@@ -295,19 +318,24 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
     analysis<U>* a = &scratch_analysis<U>(0);
     analyze<U>(ctx, block.data(), reference.data(), n, *a);
 
-    double dense_bits = a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count;
-    double sparse_bits = a->gap_bits + a->hist.coded_bits(ctx.contexts(), true) + a->raw_bit_count;
-    bool sparse = allow_sparse && (!allow_dense || sparse_bits < dense_bits);
+    bool sparse = allow_sparse && !allow_dense;
+    // Each changed element costs at least a bit of position: with half or more changed the
+    // dense form is never larger, so the position pass is skipped.
+    if (allow_sparse && allow_dense && 2 * a->changed < n) {
+        double dense_bits = a->hist.coded_bits(ctx.contexts(), false);
+        double sparse_bits = position_bits(a->syms) + a->hist.coded_bits(ctx.contexts(), true);
+        sparse = sparse_bits < dense_bits;
+    }
 
     byte_sink out(payload);
     out.put_bytes(block.subspan(n * sizeof(U))); // the odd tail, raw
     if (sparse) {
         out.put(static_cast<std::uint32_t>(a->changed));
         std::vector<std::byte> pos_scratch;
-        bit_writer bw(pos_scratch, static_cast<std::size_t>(a->gap_bits) + 64);
+        bit_writer bw(pos_scratch, a->changed * 48 + 64); // <= 42 bits per 32-bit gap
         std::size_t last = std::numeric_limits<std::size_t>::max();
         for (std::size_t i = 0; i < n; ++i) {
-            if (a->syms[i] == 0) continue;
+            if (is_unchanged(a->syms[i])) continue;
             put_elias_delta(bw, static_cast<std::uint32_t>(i - last));
             last = i;
         }
@@ -441,7 +469,9 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
         context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
         auto* a = &scratch_analysis<U>(1);
         analyze<U>(ctx, block.data(), reference.data(), n, *a);
-        return a->hist.coded_bits(ctx.contexts(), false) + a->raw_bit_count +
+        // Without table costs: they do not shrink with the sample, and would favour types
+        // with fewer contexts on a small one.
+        return a->hist.coded_bits(ctx.contexts(), false, false) + a->raw_bit_count +
                8.0 * (block.size() - n * sizeof(U));
     });
 }

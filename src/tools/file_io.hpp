@@ -23,8 +23,8 @@ public:
     // The bytes [offset, offset+n) (fewer at end of file) of a read-only mapping of the whole
     // file: no copy. Valid while this object lives.
     std::span<const std::byte> view(std::uint64_t offset, std::size_t n) const;
-    // Tells the kernel a mapped range is done with, so a long sequential pass keeps only a
-    // few blocks resident.
+    // Tells the kernel that everything before offset+n is done with (a sequential pass), so
+    // only the last few MiB stay resident.
     void release(std::uint64_t offset, std::size_t n) const;
     const std::filesystem::path& path() const { return path_; }
 
@@ -33,11 +33,12 @@ private:
     int fd_{-1};
     std::uint64_t size_{0};
     std::byte* map_{nullptr};
+    mutable std::uint64_t released_{0};
 };
 
 // Writes to "<path>.tmp-<pid>" and renames over `path` on commit(); an output that was not
 // committed (an error midway) is removed, so a failed run never leaves a half-written file
-// under the final name.
+// under the final name. The path "-" is standard output.
 class output_file {
 public:
     explicit output_file(std::filesystem::path path);

@@ -209,7 +209,8 @@ int main(int argc, char** argv) {
     auto* enc =
         app.add_subcommand("encode", "encode NEW, optionally as a delta against PREV, into OUT");
     enc->add_option("NEW", ea.input, "file to encode")->required()->check(CLI::ExistingFile);
-    enc->add_option("-o,--output", ea.output, "output .tpde file")->required();
+    enc->add_option("-o,--output", ea.output, "output .tpde file (- for standard output)")
+        ->required();
     enc->add_option("--ref", ea.ref, "PREV: the previous checkpoint of the same run")
         ->check(CLI::ExistingFile);
     enc->add_option("--block-size", ea.block_size, "block size in bytes")
@@ -222,7 +223,7 @@ int main(int argc, char** argv) {
     decode_args da;
     auto* dec = app.add_subcommand("decode", "decode IN (a .tpde file) into OUT, bit-exact");
     dec->add_option("IN", da.input, ".tpde file")->required()->check(CLI::ExistingFile);
-    dec->add_option("-o,--output", da.output, "output file")->required();
+    dec->add_option("-o,--output", da.output, "output file (- for standard output)")->required();
     dec->add_option("--ref", da.ref, "PREV: the file IN was encoded against")
         ->check(CLI::ExistingFile);
     add_threads(dec);

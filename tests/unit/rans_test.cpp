@@ -80,7 +80,7 @@ TEST(BitIo, WritesAndReadsBackMixedWidths) {
 
 TEST(Rans, TableWireFormatRejectsBadSums) {
     freq_table f{};
-    f[0] = 4000;
+    f[0] = prob_scale - 96;
     f[5] = 96;
     std::vector<std::byte> buf;
     byte_sink sink(buf);
@@ -89,7 +89,7 @@ TEST(Rans, TableWireFormatRejectsBadSums) {
     byte_source src(buf);
     read_tables(src, std::span<freq_table>(&back, 1), 64);
     EXPECT_EQ(back, f);
-    buf.back() = std::byte{0x10}; // freq of symbol 5 no longer sums to scale
+    buf.back() = std::byte{0x10}; // freq of symbol 5 changed: no longer sums to scale
     byte_source bad(buf);
     EXPECT_THROW(read_tables(bad, std::span<freq_table>(&back, 1), 64), tpde::codec::decode_error);
 }

@@ -116,12 +116,17 @@ int run_decode(const decode_args& a, const common_options& c) {
     if (!a.ref.empty()) prev.emplace(a.ref);
     tools::output_file out(a.output);
     auto pool = make_pool(c.threads);
-    util::ordered_pipeline<std::vector<std::byte>> pipe(pool.get(), 2 * std::max(1u, c.threads));
+    struct decoded_block {
+        std::vector<std::byte> bytes;
+        std::uint64_t frame_end; // offset in IN just past this block's frame
+    };
+    util::ordered_pipeline<decoded_block> pipe(pool.get(), 2 * std::max(1u, c.threads));
     std::uint64_t in_off = tools::container_header_size, written = 0;
-    auto sink = [&](std::vector<std::byte>&& block) {
-        out.write(block);
-        if (prev) prev->release(written, block.size());
-        written += block.size();
+    auto sink = [&](decoded_block&& d) {
+        out.write(d.bytes);
+        in.release(0, d.frame_end);
+        if (prev) prev->release(written, d.bytes.size());
+        written += d.bytes.size();
     };
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
@@ -131,12 +136,12 @@ int run_decode(const decode_args& a, const common_options& c) {
         std::uint64_t expect = std::min<std::uint64_t>(h.block_size, h.total_size - off);
         std::uint64_t index = off / h.block_size;
         pipe.push(
-            [frame, ref, expect, index, dopts, &a] {
+            [frame, ref, expect, index, dopts, frame_end = in_off, &a] {
                 try {
                     auto block = codec::decode(frame, ref, dopts);
                     if (block.size() != expect)
                         throw codec::decode_error("block has the wrong size");
-                    return block;
+                    return decoded_block{std::move(block), frame_end};
                 } catch (const codec::reference_mismatch& e) {
                     throw std::runtime_error(
                         fmt::format("{}: block {}: {} (is --ref the file it was encoded against?)",

@@ -8,6 +8,7 @@
 #include "byte_io.hpp"
 #include "element_probe.hpp"
 #include "frame.hpp"
+#include "patch.hpp"
 #include "residual.hpp"
 #include "standalone.hpp"
 
@@ -28,6 +29,9 @@ const char* name_of(method m) {
 }
 
 namespace {
+
+// Up to this size a block of any type also tries the patch method.
+constexpr std::size_t patch_max_for_typed = 16 << 10;
 
 // The part of the reference a block of `size` bytes is coded against: its first `size`
 // bytes, zero-padded when it is shorter. Hashed with the used length as seed, so a padded
@@ -69,6 +73,10 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
         throw std::invalid_argument("tpde encode: block larger than 4 GiB");
     const element_type type = opts.type ? *opts.type : detail::probe_element_type(block, reference);
     const bool use_delta = !reference.empty() && (opts.allow_dense || opts.allow_sparse);
+    // Bytes without element structure, and small blocks (pickles, headers), may have had
+    // bytes inserted: LZ matching against the reference follows that, residuals cannot.
+    const bool use_patch = !reference.empty() && opts.allow_patch &&
+                           (type == element_type::bytes || block.size() <= patch_max_for_typed);
 
     std::vector<std::byte> frame(frame_header_size);
     frame.reserve(frame_header_size + block.size() / 2);
@@ -88,6 +96,18 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
         h.reference_hash = ref.compute_hash();
         changed = r.changed;
         coded = true;
+    }
+    if (use_patch) {
+        reference_view ref(reference, block.size());
+        std::vector<std::byte> alt(frame_header_size);
+        detail::encode_patch(block, ref.used, block.size() <= patch_max_for_typed ? 19 : 3, alt);
+        if (!coded || alt.size() < frame.size()) {
+            frame = std::move(alt);
+            h.m = method::patch;
+            h.flags = detail::flag_has_reference;
+            h.reference_hash = ref.compute_hash();
+            coded = true;
+        }
     }
     // Without a reference, or when the delta barely helps (a parent that does not resemble
     // this block), try coding the block on its own.
@@ -139,10 +159,14 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
             break;
         case method::dense:
         case method::sparse:
+        case method::patch:
             if (reference.empty())
                 throw reference_mismatch("frame is a delta but no reference was given");
             ref.emplace(reference, h.raw_size);
-            detail::decode_delta(h.m, h.type, payload, ref->bytes, out);
+            if (h.m == method::patch)
+                detail::decode_patch(payload, ref->used, out);
+            else
+                detail::decode_delta(h.m, h.type, payload, ref->bytes, out);
             break;
         }
     } catch (const reference_mismatch&) {

@@ -55,7 +55,7 @@ frame_header read_header(std::span<const std::byte> frame, bool verify_check) {
         throw decode_error("corrupt frame: length does not match header (truncated?)");
     if (verify_check && load_le<std::uint64_t>(p + 32) != frame_check(frame))
         throw decode_error("corrupt frame: frame checksum mismatch");
-    bool delta = h.m == method::dense || h.m == method::sparse;
+    bool delta = h.m == method::dense || h.m == method::sparse || h.m == method::patch;
     if (delta != bool(h.flags & flag_has_reference))
         throw decode_error("corrupt frame: reference flag does not match method");
     if (h.m == method::raw && h.payload_size != h.raw_size)

@@ -5,26 +5,10 @@
 #include <zstd.h>
 
 #include "byte_io.hpp"
+#include "zstd_context.hpp"
 
 namespace tpde::codec::detail {
 namespace {
-
-struct cctx_deleter {
-    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
-};
-struct dctx_deleter {
-    void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
-};
-
-// zstd contexts are expensive to create; one per thread, reused.
-ZSTD_CCtx* thread_cctx() {
-    thread_local std::unique_ptr<ZSTD_CCtx, cctx_deleter> c(ZSTD_createCCtx());
-    return c.get();
-}
-ZSTD_DCtx* thread_dctx() {
-    thread_local std::unique_ptr<ZSTD_DCtx, dctx_deleter> d(ZSTD_createDCtx());
-    return d.get();
-}
 
 enum class plane_mode : std::uint8_t { raw = 0, zstd = 1 };
 

@@ -9,7 +9,7 @@
 namespace tpde::tools {
 namespace {
 constexpr char magic[8] = {'T', 'P', 'D', 'E', 'F', 'I', 'L', 'E'};
-constexpr std::uint32_t version = 1;
+constexpr std::uint32_t version = 2;
 
 template <typename T>
 void put(std::byte* p, T v) {
@@ -38,7 +38,7 @@ container_header read_container_header(const input_file& in) {
     auto name = in.path().string();
     if (in.size() < container_header_size)
         throw std::runtime_error(name + " is not a tpde file (too short)");
-    auto b = in.read_at(0, container_header_size);
+    auto b = in.view(0, container_header_size);
     if (std::memcmp(b.data(), magic, 8) != 0)
         throw std::runtime_error(name + " is not a tpde file (bad magic)");
     if (get<std::uint32_t>(b.data() + 8) != version)
@@ -53,19 +53,33 @@ container_header read_container_header(const input_file& in) {
     return h;
 }
 
-std::span<const std::byte> read_frame(const input_file& in, std::uint64_t& offset,
-                                      std::uint32_t block_size) {
-    if (in.size() - offset < 4)
-        throw std::runtime_error(in.path().string() + ": truncated (frame length missing)");
-    std::byte len_bytes[4];
-    in.read_exact(offset, len_bytes);
-    auto len = get<std::uint32_t>(len_bytes);
-    if (len > block_size + codec::frame_header_size || len > in.size() - offset - 4)
-        throw std::runtime_error(in.path().string() + ": truncated or corrupt frame at offset " +
+void write_block_record_header(output_file& out, const block_record& r) {
+    std::byte h[block_record_header_size];
+    put(h, static_cast<std::uint32_t>(r.frame.size()));
+    put(h + 4, r.ref_offset);
+    put(h + 12, r.ref_size);
+    out.write(h);
+}
+
+block_record read_block_record(const input_file& in, std::uint64_t& offset,
+                               std::uint32_t block_size) {
+    auto name = in.path().string();
+    auto h = in.view(offset, block_record_header_size);
+    if (h.size() < block_record_header_size)
+        throw std::runtime_error(name + ": truncated (block record missing at offset " +
+                                 std::to_string(offset) + ")");
+    block_record r;
+    auto len = get<std::uint32_t>(h.data());
+    r.ref_offset = get<std::uint64_t>(h.data() + 4);
+    r.ref_size = get<std::uint32_t>(h.data() + 12);
+    std::uint64_t body = offset + block_record_header_size;
+    if (len > block_size + codec::frame_header_size || r.ref_size > block_size ||
+        len > in.size() - body)
+        throw std::runtime_error(name + ": truncated or corrupt block record at offset " +
                                  std::to_string(offset));
-    auto frame = in.view(offset + 4, len);
-    offset += 4 + len;
-    return frame;
+    r.frame = in.view(body, len);
+    offset = body + len;
+    return r;
 }
 
 } // namespace tpde::tools

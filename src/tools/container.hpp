@@ -1,6 +1,7 @@
 #pragma once
-// The offline `.tpde` file written by `tpde encode`: a header, then one length-prefixed
-// frame per fixed block. Layout in docs/tpde-file-format.md.
+// The offline `.tpde` file written by `tpde encode`: a header, then one record per block in
+// file order: the frame and the range of the reference file it was coded against. Layout in
+// docs/codec.md.
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -23,8 +24,17 @@ std::vector<std::byte> write_container_header(const container_header& h);
 // Throws std::runtime_error with a user-facing message.
 container_header read_container_header(const input_file& in);
 
-// The frame that starts at `offset` (a view into the file's mapping); advances offset past it.
-std::span<const std::byte> read_frame(const input_file& in, std::uint64_t& offset,
-                                      std::uint32_t block_size);
+struct block_record {
+    std::uint64_t ref_offset{0};
+    std::uint32_t ref_size{0}; // 0: coded without a reference
+    std::span<const std::byte> frame;
+};
+inline constexpr std::size_t block_record_header_size = 16; // u32 frame length, u64, u32
+
+void write_block_record_header(output_file& out, const block_record& r);
+// The record that starts at `offset` (its frame a view into the file's mapping); advances
+// offset past it. Throws std::runtime_error naming the file on a truncated or corrupt record.
+block_record read_block_record(const input_file& in, std::uint64_t& offset,
+                               std::uint32_t block_size);
 
 } // namespace tpde::tools

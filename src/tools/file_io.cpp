@@ -55,31 +55,6 @@ void input_file::release(std::uint64_t offset, std::size_t n) const {
     released_ = until;
 }
 
-std::vector<std::byte> input_file::read_at(std::uint64_t offset, std::size_t n) const {
-    if (offset >= size_) return {};
-    n = static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset));
-    std::vector<std::byte> buf(n);
-    read_exact(offset, buf);
-    return buf;
-}
-
-void input_file::read_exact(std::uint64_t offset, std::span<std::byte> out) const {
-    std::size_t done = 0;
-    while (done < out.size()) {
-        ssize_t r =
-            ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot read", path_);
-        }
-        if (r == 0) {
-            errno = EIO;
-            fail("unexpected end of file in", path_);
-        }
-        done += static_cast<std::size_t>(r);
-    }
-}
-
 output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {
     buffer_.reserve(4 << 20);
     if (path_ == "-") { // standard output: nothing to rename, nothing to clean up

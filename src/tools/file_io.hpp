@@ -16,10 +16,6 @@ public:
     input_file& operator=(const input_file&) = delete;
 
     std::uint64_t size() const { return size_; }
-    // Reads up to n bytes at offset (fewer only at end of file).
-    std::vector<std::byte> read_at(std::uint64_t offset, std::size_t n) const;
-    // Reads exactly n bytes at offset or throws (truncated input).
-    void read_exact(std::uint64_t offset, std::span<std::byte> out) const;
     // The bytes [offset, offset+n) (fewer at end of file) of a read-only mapping of the whole
     // file: no copy. Valid while this object lives.
     std::span<const std::byte> view(std::uint64_t offset, std::size_t n) const;

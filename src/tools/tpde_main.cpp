@@ -1,17 +1,23 @@
-// `tpde`: the offline codec tool. encode/decode a file against its predecessor in a
-// training run, and report per-block statistics.
+// `tpde`: the offline codec tool. Encodes a checkpoint against its predecessor in a training
+// run (segment by segment, each against the parent's segment of the same name), decodes it
+// back bit-exact, and reports what the codec did.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fmt/core.h>
 #include <malloc.h>
+#include <map>
 #include <memory>
 #include <optional>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "container.hpp"
 #include "file_io.hpp"
 #include "tpde/codec/codec.hpp"
+#include "tpde/format/block_plan.hpp"
 #include "tpde/util/ordered_pipeline.hpp"
 
 namespace fs = std::filesystem;
@@ -19,23 +25,11 @@ using namespace tpde;
 
 namespace {
 
-struct common_options {
+struct coding_options {
     unsigned threads{std::max(1u, std::thread::hardware_concurrency())};
-};
-
-struct encode_args {
-    fs::path input, output, ref;
     std::uint32_t block_size{128u << 10};
     std::string type{"auto"};
-};
-struct decode_args {
-    fs::path input, output, ref;
-};
-struct stats_args {
-    fs::path prev, next;
-    std::uint32_t block_size{128u << 10};
-    std::string type{"auto"};
-    bool quiet{false};
+    bool segments{true}; // false: fixed blocks at the same offsets, no format parsing
 };
 
 std::optional<codec::element_type> parse_type(const std::string& s) {
@@ -50,63 +44,93 @@ std::unique_ptr<util::thread_pool> make_pool(unsigned threads) {
     return threads > 1 ? std::make_unique<util::thread_pool>(threads) : nullptr;
 }
 
+format::file_layout layout_of(const tools::input_file& f, bool segments) {
+    if (!segments) return format::generic_layout(f.size());
+    auto start = std::chrono::steady_clock::now();
+    auto l = format::segment_file(f.view(0, f.size()));
+    spdlog::debug(
+        "{}: {} layout, {} segments, parsed in {:.3f} ms", f.path().string(),
+        format::name_of(l.kind), l.segments.size(),
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    if (!l.fallback_reason.empty())
+        spdlog::debug("{}: not parsed as a checkpoint ({}), using fixed blocks", f.path().string(),
+                      l.fallback_reason);
+    return l;
+}
+
 struct encoded_block {
+    format::planned_block plan;
     std::vector<std::byte> frame;
     codec::encode_info info;
-    std::size_t raw_size;
-    std::uint64_t offset;
 };
 
-// Encodes NEW block by block against PREV at the same offsets, handing frames to `sink`
-// in order.
+// Encodes NEW by the block plan (each block against its matched range of PREV), handing
+// results to `sink` in file order.
 template <typename Sink>
-void encode_blocks(const tools::input_file& next, const tools::input_file* prev,
-                   std::uint32_t block_size, std::optional<codec::element_type> type,
-                   unsigned threads, Sink&& sink) {
-    auto pool = make_pool(threads);
-    util::ordered_pipeline<encoded_block> pipe(pool.get(), 2 * std::max(1u, threads));
-    codec::encode_options opts;
-    opts.type = type;
+format::file_layout encode_file(const tools::input_file& next, const tools::input_file* prev,
+                                const coding_options& o, Sink&& sink) {
+    auto next_layout = layout_of(next, o.segments);
+    std::optional<format::file_layout> prev_layout;
+    if (prev) prev_layout = layout_of(*prev, o.segments);
+    auto plan = format::plan_blocks(next_layout, prev_layout ? &*prev_layout : nullptr,
+                                    prev ? prev->size() : 0, {.block_size = o.block_size});
+    const auto forced_type = parse_type(o.type);
+
+    auto pool = make_pool(o.threads);
+    util::ordered_pipeline<encoded_block> pipe(pool.get(), 2 * std::max(1u, o.threads));
+    std::uint64_t prev_done = 0;
     auto consume = [&](encoded_block&& e) {
-        next.release(e.offset, e.raw_size);
-        if (prev) prev->release(e.offset, e.raw_size);
+        next.release(e.plan.offset, e.plan.size);
+        if (prev && e.plan.ref_size) {
+            // Name matching may read PREV out of order: release only what lies behind.
+            prev_done = std::max(prev_done, e.plan.ref_offset + e.plan.ref_size);
+            prev->release(0, e.plan.ref_offset);
+        }
         sink(std::move(e));
     };
-    for (std::uint64_t off = 0; off < next.size(); off += block_size) {
-        auto block = next.view(off, block_size);
-        auto ref = prev ? prev->view(off, block_size) : std::span<const std::byte>{};
+    for (const auto& b : plan) {
+        auto block = next.view(b.offset, b.size);
+        auto ref = prev && b.ref_size ? prev->view(b.ref_offset, b.ref_size)
+                                      : std::span<const std::byte>{};
+        codec::encode_options opts;
+        opts.type = forced_type ? forced_type : b.type;
         pipe.push(
-            [block, ref, off, opts] {
-                encoded_block e;
+            [block, ref, opts, b] {
+                encoded_block e{b, {}, {}};
                 e.frame = codec::encode(block, ref, opts, &e.info);
-                e.raw_size = block.size();
-                e.offset = off;
                 return e;
             },
             consume);
     }
     pipe.drain(consume);
+    return next_layout;
 }
 
-int run_encode(const encode_args& a, const common_options& c) {
+struct encode_args {
+    fs::path input, output, ref;
+};
+
+int run_encode(const encode_args& a, const coding_options& o) {
     tools::input_file next(a.input);
     std::optional<tools::input_file> prev;
     if (!a.ref.empty()) prev.emplace(a.ref);
     tools::output_file out(a.output);
-    out.write(tools::write_container_header({a.block_size, next.size(), prev.has_value()}));
-    std::uint64_t stored = tools::container_header_size;
-    encode_blocks(next, prev ? &*prev : nullptr, a.block_size, parse_type(a.type), c.threads,
-                  [&](encoded_block&& e) {
-                      std::uint32_t len = static_cast<std::uint32_t>(e.frame.size());
-                      out.write(std::as_bytes(std::span(&len, 1)));
-                      out.write(e.frame);
-                      stored += 4 + e.frame.size();
-                  });
+    out.write(tools::write_container_header({o.block_size, next.size(), prev.has_value()}));
+    encode_file(next, prev ? &*prev : nullptr, o, [&](encoded_block&& e) {
+        tools::write_block_record_header(out, {e.plan.ref_offset, e.plan.ref_size, e.frame});
+        out.write(e.frame);
+    });
     out.commit();
     return 0;
 }
 
-int run_decode(const decode_args& a, const common_options& c) {
+struct decode_args {
+    fs::path input, output, ref;
+    unsigned threads{std::max(1u, std::thread::hardware_concurrency())};
+};
+
+int run_decode(const decode_args& a) {
     tools::input_file in(a.input);
     auto h = tools::read_container_header(in);
     if (h.has_reference && a.ref.empty())
@@ -115,33 +139,38 @@ int run_decode(const decode_args& a, const common_options& c) {
     std::optional<tools::input_file> prev;
     if (!a.ref.empty()) prev.emplace(a.ref);
     tools::output_file out(a.output);
-    auto pool = make_pool(c.threads);
+    auto pool = make_pool(a.threads);
     struct decoded_block {
         std::vector<std::byte> bytes;
-        std::uint64_t frame_end; // offset in IN just past this block's frame
+        std::uint64_t record_end; // offset in IN just past this block's record
     };
-    util::ordered_pipeline<decoded_block> pipe(pool.get(), 2 * std::max(1u, c.threads));
+    util::ordered_pipeline<decoded_block> pipe(pool.get(), 2 * std::max(1u, a.threads));
     std::uint64_t in_off = tools::container_header_size, written = 0;
     auto sink = [&](decoded_block&& d) {
+        if (written + d.bytes.size() > h.total_size)
+            throw std::runtime_error(a.input.string() +
+                                     ": blocks add up to more than the file size");
         out.write(d.bytes);
-        in.release(0, d.frame_end);
-        if (prev) prev->release(written, d.bytes.size());
+        in.release(0, d.record_end);
         written += d.bytes.size();
     };
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
-    for (std::uint64_t off = 0; off < h.total_size; off += h.block_size) {
-        auto frame = tools::read_frame(in, in_off, h.block_size);
-        auto ref = prev ? prev->view(off, h.block_size) : std::span<const std::byte>{};
-        std::uint64_t expect = std::min<std::uint64_t>(h.block_size, h.total_size - off);
-        std::uint64_t index = off / h.block_size;
+    for (std::size_t index = 0; in_off < in.size(); ++index) {
+        auto r = tools::read_block_record(in, in_off, h.block_size);
+        std::span<const std::byte> ref;
+        if (r.ref_size) {
+            if (!prev || r.ref_offset > prev->size() || prev->size() - r.ref_offset < r.ref_size)
+                throw std::runtime_error(fmt::format("{}: block {} refers past the end of {}: is "
+                                                     "--ref the file it was encoded against?",
+                                                     a.input.string(), index,
+                                                     prev ? a.ref.string() : "the reference"));
+            ref = prev->view(r.ref_offset, r.ref_size);
+        }
         pipe.push(
-            [frame, ref, expect, index, dopts, frame_end = in_off, &a] {
+            [r, ref, index, dopts, record_end = in_off, &a] {
                 try {
-                    auto block = codec::decode(frame, ref, dopts);
-                    if (block.size() != expect)
-                        throw codec::decode_error("block has the wrong size");
-                    return decoded_block{std::move(block), frame_end};
+                    return decoded_block{codec::decode(r.frame, ref, dopts), record_end};
                 } catch (const codec::reference_mismatch& e) {
                     throw std::runtime_error(
                         fmt::format("{}: block {}: {} (is --ref the file it was encoded against?)",
@@ -154,62 +183,124 @@ int run_decode(const decode_args& a, const common_options& c) {
             sink);
     }
     pipe.drain(sink);
-    if (in_off != in.size())
-        throw std::runtime_error(a.input.string() + ": trailing bytes after the last frame");
+    if (written != h.total_size)
+        throw std::runtime_error(fmt::format("{}: truncated: blocks give {} of {} bytes",
+                                             a.input.string(), written, h.total_size));
     out.commit();
     return 0;
 }
 
-int run_stats(const stats_args& a, const common_options& c) {
+struct stats_args {
+    fs::path prev, next;
+    bool quiet{false};
+    bool blocks{false};
+};
+
+// Per segment (tensor) of NEW: how it matched, what the codec chose, what it saved.
+int run_stats(const stats_args& a, const coding_options& o) {
     tools::input_file prev(a.prev);
     tools::input_file next(a.next);
-    if (!a.quiet)
-        fmt::print("{:>6} {:>12} {:>5} {:>10} {:>8} {:>12} {:>12} {:>7}\n", "block", "offset",
-                   "type", "method", "changed", "bytes_in", "bytes_out", "ratio");
-    std::uint64_t index = 0, in_total = 0, out_total = tools::container_header_size, elements = 0,
-                  changed = 0;
-    encode_blocks(next, &prev, a.block_size, parse_type(a.type), c.threads, [&](encoded_block&& e) {
-        std::uint64_t out = 4 + e.frame.size();
-        if (!a.quiet)
-            fmt::print("{:>6} {:>12} {:>5} {:>10} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", index,
-                       index * a.block_size, codec::name_of(e.info.type),
-                       codec::name_of(e.info.chosen),
-                       e.info.elements ? 100.0 * e.info.changed / e.info.elements : 0.0, e.raw_size,
-                       out, double(e.raw_size) / double(out));
-        ++index;
-        in_total += e.raw_size;
-        out_total += out;
+    struct row {
+        std::string name, type, methods, match;
+        std::uint64_t elements{0}, changed{0}, in{0}, out{0};
+    };
+    std::vector<row> rows;
+    std::size_t current = static_cast<std::size_t>(-1);
+    std::uint64_t in_total = 0, out_total = tools::container_header_size, elements = 0, changed = 0;
+    auto layout = encode_file(next, &prev, o, [&](encoded_block&& e) {
+        std::uint64_t stored = tools::block_record_header_size + e.frame.size();
+        if (a.blocks || e.plan.segment != current || rows.empty()) {
+            rows.push_back({});
+            current = e.plan.segment;
+        }
+        row& r = rows.back();
+        r.name = a.blocks ? fmt::format("@{}", e.plan.offset) : std::string();
+        r.type = std::string(codec::name_of(e.info.type));
+        r.match = format::name_of(e.plan.match);
+        std::string m = codec::name_of(e.info.chosen);
+        if (r.methods.find(m) == std::string::npos) r.methods += r.methods.empty() ? m : "+" + m;
+        r.elements += e.info.elements;
+        r.changed += e.info.changed;
+        r.in += e.plan.size;
+        r.out += stored;
+        in_total += e.plan.size;
+        out_total += stored;
         elements += e.info.elements;
         changed += e.info.changed;
+        if (!a.blocks) r.name = std::to_string(e.plan.segment); // replaced by the name below
     });
-    fmt::print("{:>6} {:>12} {:>5} {:>10} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", "total", "", "", "",
-               elements ? 100.0 * changed / elements : 0.0, in_total, out_total,
-               double(in_total) / double(out_total));
+    auto pct = [](std::uint64_t c, std::uint64_t n) {
+        return n ? 100.0 * double(c) / double(n) : 0.0;
+    };
+    if (!a.quiet) {
+        fmt::print("layout: {}{}\n", format::name_of(layout.kind),
+                   layout.fallback_reason.empty() ? ""
+                                                  : " (fallback: " + layout.fallback_reason + ")");
+        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
+                   "match", "method", "changed", "bytes_in", "bytes_out", "ratio");
+        for (auto& r : rows) {
+            std::string name = a.blocks ? r.name : layout.segments[std::stoull(r.name)].name;
+            if (name.empty()) name = "(whole file)";
+            if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
+            fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
+                       r.match, r.methods, pct(r.changed, r.elements), r.in, r.out,
+                       double(r.in) / double(r.out));
+        }
+    }
+    fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", "total", "", "", "",
+               pct(changed, elements), in_total, out_total, double(in_total) / double(out_total));
     return 0;
+}
+
+int run_segments(const fs::path& path) {
+    tools::input_file f(path);
+    auto l = layout_of(f, true);
+    fmt::print("layout: {}{}\n", format::name_of(l.kind),
+               l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
+    for (const auto& s : l.segments)
+        fmt::print("{:>12} {:>12} {:>6} {}\n", s.offset, s.length,
+                   s.type ? codec::name_of(*s.type) : "-",
+                   s.name.empty() ? "(whole file)" : s.name);
+    return 0;
+}
+
+void add_coding_options(CLI::App* sub, coding_options& o) {
+    sub->add_option("-j,--threads", o.threads, "worker threads (1 = code on the calling thread)")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    sub->add_option("--block-size", o.block_size, "largest block, in bytes")
+        ->check(CLI::Range(4096u, tools::max_block_size))
+        ->capture_default_str();
+    sub->add_option("--type", o.type,
+                    "element type for every block: auto (from the file format, else probed), "
+                    "bytes, f16, bf16, "
+                    "f32, f64")
+        ->capture_default_str();
+    sub->add_flag("!--no-segments", o.segments,
+                  "cut fixed blocks at equal offsets instead of reading the checkpoint format");
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-    // Blocks are a few MiB each: keep freed ones in the heap for the next block instead of
+    // Blocks are a few hundred KiB: keep freed ones in the heap for the next block instead of
     // returning them to the kernel and faulting fresh zeroed pages in every time (measured:
     // that cost more than the coding itself).
     mallopt(M_MMAP_THRESHOLD, 256 << 20);
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    // Logs go to stderr: stdout may be the decoded file (-o -).
+    spdlog::set_default_logger(spdlog::stderr_color_mt("tpde"));
+    if (const char* level = std::getenv("TPDE_LOG"))
+        spdlog::set_level(spdlog::level::from_str(level));
+
     CLI::App app{"tpde: lossless delta codec for training checkpoints (TPDE)"};
     app.require_subcommand(1);
     // One line per error, like every other failure of this tool.
     app.failure_message([](const CLI::App*, const CLI::Error& e) {
         return std::string("tpde: ") + e.what() + "\n";
     });
-    common_options common;
-    auto add_threads = [&](CLI::App* sub) {
-        sub->add_option("-j,--threads", common.threads,
-                        "worker threads (1 = code on the calling thread)")
-            ->check(CLI::Range(1u, 256u))
-            ->capture_default_str();
-    };
 
+    coding_options co;
     encode_args ea;
     auto* enc =
         app.add_subcommand("encode", "encode NEW, optionally as a delta against PREV, into OUT");
@@ -218,12 +309,7 @@ int main(int argc, char** argv) {
         ->required();
     enc->add_option("--ref", ea.ref, "PREV: the previous checkpoint of the same run")
         ->check(CLI::ExistingFile);
-    enc->add_option("--block-size", ea.block_size, "block size in bytes")
-        ->check(CLI::Range(4096u, tools::max_block_size))
-        ->capture_default_str();
-    enc->add_option("--type", ea.type, "element type: auto, bytes, f16, bf16, f32, f64")
-        ->capture_default_str();
-    add_threads(enc);
+    add_coding_options(enc, co);
 
     decode_args da;
     auto* dec = app.add_subcommand("decode", "decode IN (a .tpde file) into OUT, bit-exact");
@@ -231,19 +317,21 @@ int main(int argc, char** argv) {
     dec->add_option("-o,--output", da.output, "output file (- for standard output)")->required();
     dec->add_option("--ref", da.ref, "PREV: the file IN was encoded against")
         ->check(CLI::ExistingFile);
-    add_threads(dec);
+    dec->add_option("-j,--threads", da.threads, "worker threads (1 = decode on the calling thread)")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
 
     stats_args sa;
-    auto* st = app.add_subcommand("stats", "per-block delta statistics of NEW against PREV");
+    auto* st = app.add_subcommand("stats", "per-segment delta statistics of NEW against PREV");
     st->add_option("PREV", sa.prev, "previous checkpoint")->required()->check(CLI::ExistingFile);
     st->add_option("NEW", sa.next, "new checkpoint")->required()->check(CLI::ExistingFile);
-    st->add_option("--block-size", sa.block_size, "block size in bytes")
-        ->check(CLI::Range(4096u, tools::max_block_size))
-        ->capture_default_str();
-    st->add_option("--type", sa.type, "element type: auto, bytes, f16, bf16, f32, f64")
-        ->capture_default_str();
     st->add_flag("-q,--quiet", sa.quiet, "print only the total line");
-    add_threads(st);
+    st->add_flag("--blocks", sa.blocks, "one line per block instead of per segment");
+    add_coding_options(st, co);
+
+    fs::path seg_path;
+    auto* sg = app.add_subcommand("segments", "show how FILE is cut into named segments");
+    sg->add_option("FILE", seg_path, "checkpoint file")->required()->check(CLI::ExistingFile);
 
     try {
         app.parse(argc, argv);
@@ -251,9 +339,10 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     try {
-        if (*enc) return run_encode(ea, common);
-        if (*dec) return run_decode(da, common);
-        if (*st) return run_stats(sa, common);
+        if (*enc) return run_encode(ea, co);
+        if (*dec) return run_decode(da);
+        if (*st) return run_stats(sa, co);
+        if (*sg) return run_segments(seg_path);
     } catch (const CLI::Error& e) {
         return app.exit(e);
     } catch (const std::exception& e) {

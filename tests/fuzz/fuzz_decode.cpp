@@ -1,6 +1,7 @@
 // libFuzzer target: every decoder behind the frame check must reject hostile input cleanly.
 #include <cstring>
 
+#include "../../src/codec/patch.hpp"
 #include "../../src/codec/residual.hpp"
 #include "../../src/codec/standalone.hpp"
 #include "fuzz_input.hpp"
@@ -10,7 +11,7 @@ using namespace tpde;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < fuzz::input_header) return 0;
-    const auto target = data[0] % 4;
+    const auto target = data[0] % 5;
     const auto type_raw = data[1];
     const std::size_t out_size = data[2] | (std::size_t{data[3]} << 8);
     auto ref = fuzz::make_reference(out_size, data[4]);
@@ -29,6 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<std::byte> out(out_size);
         if (target == 3)
             codec::detail::decode_standalone(type, body, out);
+        else if (target == 4)
+            codec::detail::decode_patch(body, ref, out);
         else
             codec::detail::decode_delta(target == 1 ? codec::method::dense : codec::method::sparse,
                                         type, body, ref, out);

@@ -5,6 +5,7 @@
 #include <random>
 #include <string>
 
+#include "../../src/codec/patch.hpp"
 #include "../../src/codec/residual.hpp"
 #include "../../src/codec/standalone.hpp"
 #include "fuzz_input.hpp"
@@ -46,6 +47,9 @@ int main(int argc, char** argv) {
             std::vector<std::byte> payload;
             codec::detail::encode_standalone(t, block, 1, payload);
             write(3, t, size, seed, payload);
+            payload.clear();
+            codec::detail::encode_patch(block, ref, 3, payload);
+            write(4, t, size, seed, payload);
         }
     }
     return 0;

@@ -29,10 +29,24 @@ std::vector<sample> small_frames() {
     };
     auto dense = test::to_bytes(dense_next.data(), dense_next.size() * 4 - 1);
     auto sparse = test::to_bytes(sparse_next.data(), sparse_next.size() * 4 - 1);
-    add(dense, prev, {.type = element_type::f32, .allow_standalone = false, .allow_sparse = false},
+    add(dense, prev,
+        {.type = element_type::f32,
+         .allow_standalone = false,
+         .allow_sparse = false,
+         .allow_patch = false},
         method::dense);
-    add(sparse, prev, {.type = element_type::f32, .allow_standalone = false, .allow_dense = false},
+    add(sparse, prev,
+        {.type = element_type::f32,
+         .allow_standalone = false,
+         .allow_dense = false,
+         .allow_patch = false},
         method::sparse);
+    add(sparse, prev,
+        {.type = element_type::bytes,
+         .allow_standalone = false,
+         .allow_dense = false,
+         .allow_sparse = false},
+        method::patch);
     std::vector<std::byte> zeros(600, std::byte{0});
     add(zeros, {}, {.type = element_type::bf16}, method::standalone);
     add(test::random_bytes(50, 3), {}, {}, method::raw);

@@ -57,12 +57,13 @@ TEST(CodecRoundtrip, Fp32AllMethodsAllSizes) {
         auto next = f32_bytes(test::step_f32(test::weights_f32(size / 4 + 1, 1), 0.9, 2));
         prev.resize(size);
         next.resize(size);
-        for (int forced = 0; forced < 4; ++forced) {
+        for (int forced = 0; forced < 5; ++forced) {
             codec::encode_options o;
             o.type = element_type::f32;
             o.allow_dense = forced == 0 || forced == 1;
             o.allow_sparse = forced == 0 || forced == 2;
             o.allow_standalone = forced == 0 || forced == 3;
+            o.allow_patch = forced == 0 || forced == 4;
             roundtrip(next, prev, o);
         }
         roundtrip(next, {}, {}); // no reference
@@ -229,4 +230,16 @@ TEST(CodecRoundtrip, OversizedClaimRefused) {
     small.max_raw_size = 1 << 19;
     EXPECT_THROW(codec::decode(frame, zeros, small), codec::decode_error);
     EXPECT_EQ(codec::decode(frame, zeros), zeros);
+}
+
+// An insertion shifts every later byte: residuals cannot follow, the patch method can.
+TEST(CodecRoundtrip, PatchFollowsInsertedBytes) {
+    std::string a(3000, ' '), b;
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<char>('a' + (i * 7919) % 26);
+    b = a.substr(0, 1000) + "INSERTED TEXT" + a.substr(1000);
+    auto prev = test::to_bytes(a.data(), a.size());
+    auto next = test::to_bytes(b.data(), b.size());
+    auto r = roundtrip(next, prev, {.type = element_type::bytes});
+    EXPECT_EQ(r.info.chosen, method::patch);
+    EXPECT_LT(r.frame_size, 120u);
 }

@@ -19,8 +19,9 @@ enum class method : std::uint8_t {
     standalone = 1, // byte planes + zstd, no reference
     dense = 2,      // residual of every element against the reference, context-modelled rANS
     sparse = 3,     // Elias-delta gaps of changed positions + residuals of those only
+    patch = 4,      // zstd with the reference as prefix dictionary: for pickles, headers, text
 };
-inline constexpr std::uint8_t method_count = 4;
+inline constexpr std::uint8_t method_count = 5;
 const char* name_of(method m);
 
 // Fixed size of every frame's header; a frame is at most block size + this.
@@ -46,6 +47,7 @@ struct encode_options {
     bool allow_standalone{true};
     bool allow_dense{true};
     bool allow_sparse{true};
+    bool allow_patch{true};
 };
 
 struct decode_options {

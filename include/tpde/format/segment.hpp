@@ -1,0 +1,42 @@
+#pragma once
+// Checkpoint files as named segments. A segmenter reads a file's layout (torch.save zip,
+// safetensors, numpy, torch.distributed.checkpoint) and cuts it into segments that cover it
+// end to end: each tensor's bytes with its element type where the format says it, and the
+// headers between them. Names are stable across checkpoints of one run, so a segment finds
+// its reference in the parent file even when everything after a grown header has shifted.
+// No storage, no FUSE: bytes in, segments out.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tpde/codec/element_type.hpp"
+
+namespace tpde::format {
+
+struct segment {
+    std::string name; // stable across checkpoints of one run ("" for a generic file)
+    std::uint64_t offset{0};
+    std::uint64_t length{0};
+    std::optional<codec::element_type> type{}; // nullopt: unknown, the codec probes
+};
+
+enum class layout_kind { generic, torch_zip, safetensors, npy, npz, distcp };
+const char* name_of(layout_kind k);
+
+struct file_layout {
+    layout_kind kind{layout_kind::generic};
+    std::vector<segment> segments; // in offset order, contiguous, covering [0, size)
+    // Why a recognised-looking file fell back to generic (empty when it did not).
+    std::string fallback_reason;
+};
+
+// Never throws on bad input: a file whose headers are garbage, truncated or lying falls back
+// to one generic segment, with the reason in fallback_reason (and at debug log level).
+file_layout segment_file(std::span<const std::byte> bytes);
+
+// One generic segment covering everything.
+file_layout generic_layout(std::uint64_t size);
+
+} // namespace tpde::format

@@ -1,0 +1,110 @@
+// torch.save archives (and the numpy .npz and DCP variants built on zips).
+#include <algorithm>
+
+#include "layouts.hpp"
+#include "parse_util.hpp"
+#include "pickle_storages.hpp"
+
+namespace tpde::format::detail {
+namespace {
+
+// torch names the archive's root folder after the file ("step_000550/data/0"), so names
+// differ between checkpoints of one run: match records without it.
+std::string without_root(const std::string& name) {
+    auto slash = name.find('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+} // namespace
+
+void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
+                         const std::string& prefix, file_layout& out) {
+    std::map<std::string, std::optional<codec::element_type>> types;
+    for (const auto& e : z.entries) {
+        if (without_root(e.name) != "data.pkl" || e.method != 0) continue;
+        try {
+            types = storage_types(sub(file, e.data_offset, e.size));
+        } catch (const format_error&) {
+            types.clear(); // segments stay; the codec probes element types instead
+        }
+    }
+    for (const auto& e : z.entries) {
+        std::string name = prefix + without_root(e.name);
+        out.segments.push_back(
+            {name + "#header", e.header_offset, e.data_offset - e.header_offset, {}});
+        segment s{name, e.data_offset, e.size, {}};
+        auto rel = without_root(e.name);
+        if (e.method == 0 && rel.starts_with("data/")) {
+            auto it = types.find(rel.substr(5));
+            if (it != types.end()) s.type = it->second;
+        }
+        out.segments.push_back(std::move(s));
+    }
+    out.segments.push_back({prefix + "#directory", z.cd_offset, z.end - z.cd_offset, {}});
+}
+
+void close_gaps(file_layout& layout, std::uint64_t size) {
+    auto& segs = layout.segments;
+    std::stable_sort(segs.begin(), segs.end(),
+                     [](const segment& a, const segment& b) { return a.offset < b.offset; });
+    std::vector<segment> out;
+    out.reserve(segs.size() * 2 + 1);
+    std::uint64_t at = 0;
+    for (auto& s : segs) {
+        if (s.length == 0) continue;
+        if (s.offset < at) throw format_error("overlapping segments");
+        if (s.offset > size || size - s.offset < s.length)
+            throw format_error("segment past end of file");
+        // Named after what precedes it (a zip data descriptor follows its record), so an
+        // added record does not rename every later gap.
+        if (s.offset > at)
+            out.push_back({(out.empty() ? std::string("#start") : out.back().name) + "#after",
+                           at,
+                           s.offset - at,
+                           {}});
+        at = s.offset + s.length;
+        out.push_back(std::move(s));
+    }
+    if (at < size) out.push_back({"#tail", at, size - at, {}});
+    segs = std::move(out);
+}
+
+file_layout torch_zip_layout(std::span<const std::byte> file) {
+    auto z = read_zip_at(file, find_last_eocd(file));
+    if (z.start != 0) throw format_error("zip does not start at the beginning of the file");
+    bool has_pickle = std::any_of(z.entries.begin(), z.entries.end(), [](const zip_entry& e) {
+        return without_root(e.name) == "data.pkl";
+    });
+    if (!has_pickle) throw format_error("zip without data.pkl is not a torch archive");
+    file_layout l;
+    l.kind = layout_kind::torch_zip;
+    append_zip_segments(file, z, "", l);
+    close_gaps(l, file.size());
+    return l;
+}
+
+file_layout distcp_layout(std::span<const std::byte> file) {
+    // A concatenation of torch.save archives (one per item) and raw blobs; without the
+    // .metadata at hand, find each archive from its end record.
+    file_layout l;
+    l.kind = layout_kind::distcp;
+    std::size_t item = 0;
+    std::uint64_t covered = 0;
+    for (auto eocd : find_all_eocd(file)) {
+        if (eocd < covered) continue;
+        zip_archive z;
+        try {
+            z = read_zip_at(file, eocd);
+        } catch (const format_error&) {
+            continue; // "PK\5\6" inside tensor data
+        }
+        if (z.start < covered) continue;
+        append_zip_segments(file, z, "item" + std::to_string(item++) + "/", l);
+        covered = z.end;
+    }
+    if (item == 0) throw format_error("no embedded torch archives found");
+    close_gaps(l, file.size());
+    return l;
+}
+
+} // namespace tpde::format::detail

@@ -1,0 +1,46 @@
+// libFuzzer targets for the checkpoint-format parsers, one executable per parser (chosen by
+// TPDE_FUZZ_PARSER at compile time). A parser may reject its input (format_error); whatever
+// it accepts must be a layout covering the file exactly, and segment_file() must never throw.
+#include <cstdlib>
+
+#include "../../src/format/layouts.hpp"
+#include "../../src/format/parse_util.hpp"
+#include "../../src/format/pickle_storages.hpp"
+#include "tpde/format/segment.hpp"
+
+using namespace tpde::format;
+
+namespace {
+
+void check_covers(const file_layout& l, std::size_t size) {
+    std::uint64_t at = 0;
+    for (const auto& s : l.segments) {
+        if (s.offset != at || s.length == 0) std::abort();
+        at += s.length;
+    }
+    if (at != size) std::abort();
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    std::span<const std::byte> b(reinterpret_cast<const std::byte*>(data), size);
+    try {
+#if TPDE_FUZZ_PARSER == 1
+        check_covers(detail::torch_zip_layout(b), size);
+#elif TPDE_FUZZ_PARSER == 2
+        check_covers(detail::safetensors_layout(b), size);
+#elif TPDE_FUZZ_PARSER == 3
+        check_covers(detail::npy_layout(b), size);
+        check_covers(detail::npz_layout(b), size);
+#elif TPDE_FUZZ_PARSER == 4
+        check_covers(detail::distcp_layout(b), size);
+#elif TPDE_FUZZ_PARSER == 5
+        (void)detail::storage_types(b);
+#endif
+    } catch (const detail::format_error&) {
+    }
+    auto l = segment_file(b);
+    check_covers(l, size);
+    return 0;
+}

@@ -10,6 +10,11 @@ namespace tpde::format::detail {
 
 file_layout torch_zip_layout(std::span<const std::byte> file);
 file_layout safetensors_layout(std::span<const std::byte> file);
+// The header and tensor segments from the first 8 + header-length bytes alone.
+file_layout safetensors_header_layout(std::span<const std::byte> head);
+// Length of an .npy header (magic to the end of its dict) and the element type it names.
+std::pair<std::uint64_t, std::optional<codec::element_type>>
+npy_header(std::span<const std::byte> b);
 file_layout npy_layout(std::span<const std::byte> file);
 file_layout npz_layout(std::span<const std::byte> file);
 file_layout distcp_layout(std::span<const std::byte> file);

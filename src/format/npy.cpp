@@ -16,7 +16,8 @@ std::optional<codec::element_type> type_of_descr(std::string_view d) {
     return std::nullopt;
 }
 
-// Header length and element type of an .npy image starting at `b`.
+} // namespace
+
 std::pair<std::uint64_t, std::optional<codec::element_type>>
 npy_header(std::span<const std::byte> b) {
     if (!starts_with(b, "\x93NUMPY")) throw format_error("not an npy file");
@@ -39,8 +40,6 @@ npy_header(std::span<const std::byte> b) {
     }
     return {start + len, type};
 }
-
-} // namespace
 
 file_layout npy_layout(std::span<const std::byte> file) {
     auto [header, type] = npy_header(file);

@@ -23,21 +23,31 @@ using value = std::variant<other, mark, std::string, global, std::int64_t, tuple
 constexpr std::size_t max_stack = 1 << 16;
 constexpr std::size_t max_memo = 1 << 20;
 
-std::optional<codec::element_type> type_of_storage(const std::string& name) {
-    if (name == "torch.FloatStorage") return codec::element_type::f32;
-    if (name == "torch.BFloat16Storage") return codec::element_type::bf16;
-    if (name == "torch.HalfStorage") return codec::element_type::f16;
-    if (name == "torch.DoubleStorage") return codec::element_type::f64;
-    if (name == "torch.ByteStorage" || name == "torch.CharStorage" || name == "torch.BoolStorage")
-        return codec::element_type::bytes;
-    return std::nullopt;
-}
+struct storage_kind {
+    const char* name;
+    std::optional<codec::element_type> type;
+    unsigned size;
+};
+constexpr storage_kind storage_kinds[] = {
+    {"torch.FloatStorage", codec::element_type::f32, 4},
+    {"torch.BFloat16Storage", codec::element_type::bf16, 2},
+    {"torch.HalfStorage", codec::element_type::f16, 2},
+    {"torch.DoubleStorage", codec::element_type::f64, 8},
+    {"torch.ByteStorage", codec::element_type::bytes, 1},
+    {"torch.CharStorage", codec::element_type::bytes, 1},
+    {"torch.BoolStorage", codec::element_type::bytes, 1},
+    {"torch.LongStorage", std::nullopt, 8},
+    {"torch.IntStorage", std::nullopt, 4},
+    {"torch.ShortStorage", std::nullopt, 2},
+    {"torch.ComplexFloatStorage", std::nullopt, 8},
+    {"torch.ComplexDoubleStorage", std::nullopt, 16},
+};
 
 class machine {
 public:
     explicit machine(std::span<const std::byte> p) : p_(p) {}
 
-    std::map<std::string, std::optional<codec::element_type>> run() {
+    std::map<std::string, storage_info> run() {
         while (true) {
             auto op = u8();
             switch (op) {
@@ -270,20 +280,27 @@ private:
         auto* type = std::get_if<global>(&t->items[1]);
         auto* key = std::get_if<std::string>(&t->items[2]);
         if (!tag || *tag != "storage" || !type || !key) return;
-        types_[*key] = type_of_storage(type->name);
+        storage_info info;
+        for (const auto& k : storage_kinds) {
+            if (type->name != k.name) continue;
+            info.type = k.type;
+            auto* numel = t->items.size() > 4 ? std::get_if<std::int64_t>(&t->items[4]) : nullptr;
+            if (numel && *numel >= 0 && std::uint64_t(*numel) <= (std::uint64_t{1} << 56) / k.size)
+                info.bytes = std::uint64_t(*numel) * k.size;
+        }
+        types_[*key] = info;
     }
 
     std::span<const std::byte> p_;
     std::uint64_t pos_{0};
     std::vector<value> stack_;
     std::vector<value> memo_;
-    std::map<std::string, std::optional<codec::element_type>> types_;
+    std::map<std::string, storage_info> types_;
 };
 
 } // namespace
 
-std::map<std::string, std::optional<codec::element_type>>
-storage_types(std::span<const std::byte> pickle) {
+std::map<std::string, storage_info> storage_types(std::span<const std::byte> pickle) {
     return machine(pickle).run();
 }
 

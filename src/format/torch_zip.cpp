@@ -19,7 +19,7 @@ std::string without_root(const std::string& name) {
 
 void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
                          const std::string& prefix, file_layout& out) {
-    std::map<std::string, std::optional<codec::element_type>> types;
+    std::map<std::string, storage_info> types;
     for (const auto& e : z.entries) {
         if (without_root(e.name) != "data.pkl" || e.method != 0) continue;
         try {
@@ -36,7 +36,7 @@ void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
         auto rel = without_root(e.name);
         if (e.method == 0 && rel.starts_with("data/")) {
             auto it = types.find(rel.substr(5));
-            if (it != types.end()) s.type = it->second;
+            if (it != types.end()) s.type = it->second.type;
         }
         out.segments.push_back(std::move(s));
     }
@@ -99,10 +99,12 @@ file_layout distcp_layout(std::span<const std::byte> file) {
             continue; // "PK\5\6" inside tensor data
         }
         if (z.start < covered) continue;
-        append_zip_segments(file, z, "item" + std::to_string(item++) + "/", l);
+        // Named as the stream segmenter names them: the first archive plainly, then item1/...
+        append_zip_segments(file, z, item ? "item" + std::to_string(item) + "/" : "", l);
+        ++item;
         covered = z.end;
     }
-    if (item == 0) throw format_error("no embedded torch archives found");
+    if (item < 2) throw format_error("not a concatenation of torch archives");
     close_gaps(l, file.size());
     return l;
 }

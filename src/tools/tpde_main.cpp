@@ -18,6 +18,7 @@
 #include "file_io.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
+#include "tpde/format/stream_segmenter.hpp"
 #include "tpde/util/ordered_pipeline.hpp"
 
 namespace fs = std::filesystem;
@@ -252,9 +253,33 @@ int run_stats(const stats_args& a, const coding_options& o) {
     return 0;
 }
 
-int run_segments(const fs::path& path) {
-    tools::input_file f(path);
-    auto l = layout_of(f, true);
+struct segments_args {
+    fs::path path;
+    std::size_t stream_chunk{0}; // 0: parse the whole file; else feed it in chunks this size
+};
+
+// The layout as the stream segmenter builds it, fed `chunk` bytes at a time; checks that
+// what it handed out on the way is what it ends with.
+format::file_layout streamed_layout(const tools::input_file& f, std::size_t chunk) {
+    format::stream_segmenter seg;
+    std::vector<format::segment> handed;
+    for (std::uint64_t off = 0; off < f.size(); off += chunk)
+        for (auto& s : seg.feed(f.view(off, chunk))) handed.push_back(std::move(s));
+    auto l = seg.finish();
+    for (std::size_t i = 0; i < handed.size() && i < l.segments.size(); ++i) {
+        const auto& a = handed[i];
+        const auto& b = l.segments[i];
+        bool clipped = a.length == format::open_ended || a.offset + a.length > f.size();
+        if (a.name != b.name || a.offset != b.offset || (!clipped && a.length != b.length))
+            throw std::runtime_error(
+                fmt::format("stream segmenter changed segment {} ('{}') at the end", i, a.name));
+    }
+    return l;
+}
+
+int run_segments(const segments_args& a) {
+    tools::input_file f(a.path);
+    auto l = a.stream_chunk ? streamed_layout(f, a.stream_chunk) : layout_of(f, true);
     fmt::print("layout: {}{}\n", format::name_of(l.kind),
                l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
     for (const auto& s : l.segments)
@@ -329,9 +354,12 @@ int main(int argc, char** argv) {
     st->add_flag("--blocks", sa.blocks, "one line per block instead of per segment");
     add_coding_options(st, co);
 
-    fs::path seg_path;
+    segments_args ga;
     auto* sg = app.add_subcommand("segments", "show how FILE is cut into named segments");
-    sg->add_option("FILE", seg_path, "checkpoint file")->required()->check(CLI::ExistingFile);
+    sg->add_option("FILE", ga.path, "checkpoint file")->required()->check(CLI::ExistingFile);
+    sg->add_option("--stream", ga.stream_chunk,
+                   "segment as a writer would see it: fed in chunks of this many bytes")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
 
     try {
         app.parse(argc, argv);
@@ -342,7 +370,7 @@ int main(int argc, char** argv) {
         if (*enc) return run_encode(ea, co);
         if (*dec) return run_decode(da);
         if (*st) return run_stats(sa, co);
-        if (*sg) return run_segments(seg_path);
+        if (*sg) return run_segments(ga);
     } catch (const CLI::Error& e) {
         return app.exit(e);
     } catch (const std::exception& e) {

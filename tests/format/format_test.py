@@ -55,7 +55,7 @@ work = tempfile.mkdtemp(prefix="tpde-format-")
 
 
 def tpde(*args, check_rc=True):
-    r = subprocess.run([TPDE, *args], capture_output=True, text=True)
+    r = subprocess.run([TPDE, *args], capture_output=True, text=True, errors="replace")
     if check_rc and r.returncode != 0:
         raise RuntimeError(f"tpde {' '.join(args)} failed: {r.stderr.strip()}")
     return r
@@ -201,7 +201,23 @@ kind, segs = segments(os.path.join(work, "__0_b.distcp"))
 check("distcp_layout", kind == "distcp" and any(s[3].startswith("item3/data/") for s in segs), kind)
 roundtrip("distcp", os.path.join(work, "__0_b.distcp"), os.path.join(work, "__0_a.distcp"))
 
-# 6. Hostile files fall back to fixed blocks and still round-trip.
+# 6. The stream segmenter (what a writer sees, bytes in order, in chunks) ends with the
+# same layout as the whole-file parser, for every file above.
+def layout_lines(path, *extra):
+    return tpde("segments", *extra, path).stdout
+
+
+for f in sorted(os.listdir(work)):
+    path = os.path.join(work, f)
+    if not os.path.isfile(path) or f.endswith((".tpde", ".out")) or f.endswith(".npz"):
+        continue
+    whole = layout_lines(path)
+    for chunk in ("1", "4096", "1048576"):
+        if chunk == "1" and os.path.getsize(path) > 200000:
+            continue
+        check(f"stream_{f}_{chunk}", layout_lines(path, "--stream", chunk) == whole)
+
+# 7. Hostile files fall back to fixed blocks and still round-trip.
 good = open(paths["state_b"], "rb").read()
 cases = {
     "truncated_zip": good[: len(good) // 2],
@@ -218,6 +234,8 @@ for name, data in cases.items():
     open(path, "wb").write(data)
     kind, _ = segments(path)
     check(f"hostile_{name}_falls_back", kind == "generic", kind)
+    r = tpde("segments", "--stream", "7", path)
+    check(f"hostile_{name}_stream_covers", r.returncode == 0)
     roundtrip(f"hostile_{name}", path)
 
 finish()

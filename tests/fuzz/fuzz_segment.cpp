@@ -7,6 +7,7 @@
 #include "../../src/format/parse_util.hpp"
 #include "../../src/format/pickle_storages.hpp"
 #include "tpde/format/segment.hpp"
+#include "tpde/format/stream_segmenter.hpp"
 
 using namespace tpde::format;
 
@@ -37,6 +38,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         check_covers(detail::distcp_layout(b), size);
 #elif TPDE_FUZZ_PARSER == 5
         (void)detail::storage_types(b);
+#elif TPDE_FUZZ_PARSER == 6
+        // Fed in chunks whose size the input picks: every split must end in a layout that
+        // covers the file and agrees with the segments handed out on the way.
+        if (!b.empty()) {
+            std::size_t chunk = 1 + std::to_integer<std::size_t>(b[0]) * 7;
+            stream_segmenter seg;
+            std::vector<segment> handed;
+            for (std::size_t off = 0; off < b.size(); off += chunk)
+                for (auto& s : seg.feed(b.subspan(off, std::min(chunk, b.size() - off))))
+                    handed.push_back(s);
+            auto l = seg.finish();
+            check_covers(l, size);
+            for (std::size_t i = 0; i < handed.size() && i < l.segments.size(); ++i)
+                if (handed[i].offset != l.segments[i].offset ||
+                    handed[i].name != l.segments[i].name)
+                    std::abort();
+        }
 #endif
     } catch (const detail::format_error&) {
     }

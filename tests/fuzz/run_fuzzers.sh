@@ -10,7 +10,7 @@ trap 'rm -rf "$corpus" "$formats"' EXIT
 "$builddir/tests/fuzz/make_fuzz_seeds" "$corpus"
 /usr/bin/python3 "$(dirname "$0")/make_format_seeds.py" "$formats" || echo "fuzz: no format seeds (python)"
 pass=0 fail=0
-for fuzzer in fuzz_decode fuzz_torch_zip fuzz_safetensors fuzz_npy fuzz_distcp fuzz_pickle; do
+for fuzzer in fuzz_decode fuzz_torch_zip fuzz_safetensors fuzz_npy fuzz_distcp fuzz_pickle fuzz_stream; do
     if [ "$fuzzer" = fuzz_decode ]; then
         dir=$corpus time=$seconds
     else

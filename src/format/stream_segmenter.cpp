@@ -1,0 +1,362 @@
+#include "tpde/format/stream_segmenter.hpp"
+
+#include <algorithm>
+#include <map>
+#include <spdlog/spdlog.h>
+
+#include "layouts.hpp"
+#include "parse_util.hpp"
+#include "pickle_storages.hpp"
+
+namespace tpde::format {
+
+using detail::format_error;
+using detail::read_le;
+
+namespace {
+constexpr std::uint32_t sig_local = 0x04034b50;
+constexpr std::uint32_t sig_central = 0x02014b50;
+constexpr std::uint32_t sig_descriptor = 0x08074b50;
+constexpr std::uint32_t sig_eocd = 0x06054b50;
+
+std::string without_root(const std::string& name) {
+    auto slash = name.find('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+} // namespace
+
+struct stream_segmenter::impl {
+    enum class state {
+        detect,
+        zip_header,
+        zip_data,
+        zip_descriptor,
+        zip_directory,
+        npy,
+        safetensors,
+        rest
+    };
+
+    stream_options opts;
+    state st{state::detect};
+    layout_kind kind{layout_kind::generic};
+    std::string fallback;
+    std::vector<segment> all; // handed out, in order
+    std::size_t handed{0};
+    std::uint64_t fed{0};
+    std::vector<std::byte> buf; // bytes [buf_start, fed) the parser may still need
+    std::uint64_t buf_start{0};
+    std::uint64_t cursor{0};    // where parsing continues
+    std::uint64_t keep_from{0}; // bytes before this are never needed again
+
+    // The zip record being read.
+    std::string prefix; // "itemK/" for the K-th archive of a DCP file, "" for the first
+    std::size_t archives{0};
+    std::string record;
+    std::uint64_t data_start{0};
+    bool has_descriptor{false};
+    bool need_bytes{false};   // record size unknown: find its descriptor
+    std::uint64_t scanned{0}; // bytes of the record already searched for it
+    std::map<std::string, detail::storage_info> storages;
+
+    bool have(std::uint64_t at, std::uint64_t n) const {
+        return at >= buf_start && at <= fed && fed - at >= n;
+    }
+    std::span<const std::byte> bytes(std::uint64_t at, std::uint64_t n) const {
+        return std::span<const std::byte>(buf).subspan(static_cast<std::size_t>(at - buf_start),
+                                                       static_cast<std::size_t>(n));
+    }
+    std::span<const std::byte> from(std::uint64_t at) const { return bytes(at, fed - at); }
+
+    void emit(segment s) {
+        if (s.length == 0) return;
+        all.push_back(std::move(s));
+    }
+    void emit_rest(const std::string& name) {
+        emit({name, cursor, open_ended, {}});
+        st = state::rest;
+    }
+    void give_up(const std::string& why) {
+        if (fallback.empty()) fallback = why;
+        spdlog::debug("stream segmenter: {} at offset {}; the rest is unparsed", why, cursor);
+        emit_rest("#unparsed@" + std::to_string(cursor));
+    }
+
+    void append(std::span<const std::byte> in) {
+        // Keep only what the parser may still look at.
+        std::uint64_t drop_until = std::max(keep_from, buf_start);
+        if (drop_until > buf_start) {
+            auto n = static_cast<std::size_t>(
+                std::min<std::uint64_t>(drop_until - buf_start, buf.size()));
+            buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+            buf_start += n;
+        }
+        std::uint64_t end = fed + in.size();
+        if (st != state::rest && end > keep_from) {
+            std::uint64_t skip = keep_from > fed ? keep_from - fed : 0;
+            if (buf.empty()) buf_start = fed + skip;
+            buf.insert(buf.end(), in.begin() + static_cast<std::ptrdiff_t>(skip), in.end());
+        } else if (buf.empty()) {
+            buf_start = end;
+        }
+        fed = end;
+    }
+
+    // Advances the parser as far as the bytes fed allow.
+    void run() {
+        try {
+            while (step()) {
+            }
+        } catch (const format_error& e) {
+            give_up(e.what());
+        }
+        if (st != state::rest && fed - buf_start > opts.max_lookahead)
+            give_up("record larger than the look-ahead");
+    }
+
+    bool step() {
+        switch (st) {
+        case state::detect:
+            return detect();
+        case state::zip_header:
+            return zip_header();
+        case state::zip_data:
+            return zip_data();
+        case state::zip_descriptor:
+            return zip_descriptor();
+        case state::zip_directory:
+            return zip_directory();
+        case state::npy:
+            return npy();
+        case state::safetensors:
+            return safetensors();
+        case state::rest:
+            return false;
+        }
+        return false;
+    }
+
+    bool detect() {
+        if (!have(0, 9)) return false;
+        auto head = bytes(0, 9);
+        if (detail::starts_with(head, "PK\x03\x04")) {
+            kind = layout_kind::torch_zip;
+            st = state::zip_header;
+        } else if (detail::starts_with(head, "\x93NUMPY")) {
+            kind = layout_kind::npy;
+            st = state::npy;
+        } else if (std::to_integer<char>(head[8]) == '{') {
+            kind = layout_kind::safetensors;
+            st = state::safetensors;
+        } else {
+            emit({"", 0, open_ended, {}}); // generic: fixed blocks at equal offsets
+            st = state::rest;
+        }
+        return true;
+    }
+
+    bool zip_header() {
+        if (!have(cursor, 4)) return false;
+        auto sig = read_le<std::uint32_t>(bytes(cursor, 4), 0);
+        if (sig == sig_central) {
+            st = state::zip_directory;
+            return true;
+        }
+        if (sig != sig_local) throw format_error("expected a zip local header");
+        if (!have(cursor, 30)) return false;
+        auto h = bytes(cursor, 30);
+        auto flags = read_le<std::uint16_t>(h, 6);
+        auto method = read_le<std::uint16_t>(h, 8);
+        std::uint64_t csize = read_le<std::uint32_t>(h, 18);
+        std::uint64_t name_len = read_le<std::uint16_t>(h, 26);
+        std::uint64_t extra_len = read_le<std::uint16_t>(h, 28);
+        if (!have(cursor, 30 + name_len + extra_len)) return false;
+        std::string raw_name(detail::as_text(bytes(cursor + 30, name_len)));
+        record = without_root(raw_name);
+        if (archives == 0 && kind == layout_kind::torch_zip && record != "data.pkl" && all.empty())
+            kind = layout_kind::npz; // numpy's zips have no pickle first
+        if (kind == layout_kind::npz) record = raw_name;
+        data_start = cursor + 30 + name_len + extra_len;
+        has_descriptor = flags & 8;
+        emit({prefix + record + "#header", cursor, data_start - cursor, {}});
+        cursor = data_start;
+
+        segment data{prefix + record, data_start, 0, {}};
+        std::optional<std::uint64_t> size;
+        if (!has_descriptor && csize != 0xffffffff) size = csize;
+        if (record.starts_with("data/") && method == 0) {
+            if (auto it = storages.find(record.substr(5)); it != storages.end()) {
+                data.type = it->second.type;
+                if (!size) size = it->second.bytes;
+            }
+        }
+        if (record == "data.pkl" || !size) {
+            // The pickle must be read whole; other records of unknown size are small
+            // (version, serialization id): find their end from the data descriptor.
+            need_bytes = true;
+            keep_from = data_start;
+            st = state::zip_data;
+            return true;
+        }
+        data.length = *size;
+        emit(data);
+        cursor = data_start + *size;
+        keep_from = cursor;
+        st = has_descriptor ? state::zip_descriptor : state::zip_header;
+        return true;
+    }
+
+    // A record whose size only its data descriptor tells: find "PK\7\8" whose size field
+    // matches the distance from the data's start.
+    bool zip_data() {
+        if (!have(data_start, 0)) return false;
+        auto text = detail::as_text(from(data_start));
+        const char pat[4] = {'P', 'K', 7, 8};
+        for (auto p = text.find(std::string_view(pat, 4), scanned); p != std::string_view::npos;
+             p = text.find(std::string_view(pat, 4), p + 1)) {
+            if (p + 24 > text.size()) {
+                scanned = p; // wait for the whole descriptor
+                return false;
+            }
+            auto d = from(data_start + p);
+            bool zip64 = read_le<std::uint64_t>(d, 8) == p;
+            bool zip32 = read_le<std::uint32_t>(d, 8) == p;
+            if (!zip64 && !zip32) continue;
+            finish_record(p);
+            return true;
+        }
+        scanned = text.size() > 3 ? text.size() - 3 : 0;
+        return false;
+    }
+
+    void finish_record(std::uint64_t size) {
+        segment data{prefix + record, data_start, size, {}};
+        if (record == "data.pkl") {
+            try {
+                storages = detail::storage_types(bytes(data_start, size));
+            } catch (const format_error& e) {
+                storages.clear(); // tensors stay segments, of unknown type and found by descriptor
+                spdlog::debug("stream segmenter: pickle not understood ({})", e.what());
+            }
+        }
+        emit(data);
+        cursor = data_start + size;
+        keep_from = cursor;
+        need_bytes = false;
+        scanned = 0;
+        st = has_descriptor ? state::zip_descriptor : state::zip_header;
+    }
+
+    bool zip_descriptor() {
+        // "PK\7\8", crc, sizes of 4 or 8 bytes each: tell the two apart by what follows.
+        if (!have(cursor, 28)) return false;
+        auto d = bytes(cursor, 28);
+        if (read_le<std::uint32_t>(d, 0) != sig_descriptor)
+            throw format_error("data descriptor without signature");
+        auto next_is_pk = [&](std::uint64_t at) { return read_le<std::uint16_t>(d, at) == 0x4b50; };
+        std::uint64_t len = next_is_pk(24) ? 24 : next_is_pk(16) ? 16 : 0;
+        if (!len) throw format_error("data descriptor not followed by a zip header");
+        emit({prefix + record + "#after", cursor, len, {}});
+        cursor += len;
+        keep_from = cursor;
+        st = state::zip_header;
+        return true;
+    }
+
+    // The central directory runs to the end-of-central-directory record; another archive may
+    // follow it (torch.distributed.checkpoint concatenates one per item).
+    bool zip_directory() {
+        if (!have(cursor, 0)) return false;
+        auto text = detail::as_text(from(cursor));
+        const char pat[4] = {'P', 'K', 5, 6};
+        auto p = text.find(std::string_view(pat, 4));
+        if (p == std::string_view::npos || p + 22 > text.size()) return false;
+        auto comment = read_le<std::uint16_t>(from(cursor + p), 20);
+        std::uint64_t end = cursor + p + 22 + comment;
+        if (!have(end, 4)) return false; // wait: end of file (finish) or another archive
+        emit({prefix + "#directory", cursor, end - cursor, {}});
+        cursor = end;
+        keep_from = cursor;
+        if (read_le<std::uint32_t>(bytes(end, 4), 0) != sig_local)
+            throw format_error("bytes after a zip archive");
+        kind = layout_kind::distcp;
+        prefix = "item" + std::to_string(++archives) + "/";
+        storages.clear();
+        st = state::zip_header;
+        return true;
+    }
+
+    bool npy() {
+        if (!have(0, 12)) return false;
+        auto head = bytes(0, 12);
+        std::uint64_t len = head[6] == std::byte{1}
+                                ? 10 + read_le<std::uint16_t>(head, 8)
+                                : 12 + std::uint64_t{read_le<std::uint32_t>(head, 8)};
+        if (len > opts.max_lookahead) throw format_error("npy header too long");
+        if (!have(0, len)) return false;
+        auto [header, type] = detail::npy_header(bytes(0, len));
+        emit({"#header", 0, header, {}});
+        cursor = header;
+        emit({"data", header, open_ended, type});
+        st = state::rest;
+        return true;
+    }
+
+    bool safetensors() {
+        if (!have(0, 8)) return false;
+        auto n = read_le<std::uint64_t>(bytes(0, 8), 0);
+        if (n > opts.max_lookahead) throw format_error("safetensors header too long");
+        if (!have(0, 8 + n)) return false;
+        auto l = detail::safetensors_header_layout(bytes(0, 8 + n));
+        for (auto& s : l.segments) emit(s);
+        cursor = l.segments.empty() ? 0 : l.segments.back().offset + l.segments.back().length;
+        keep_from = cursor;
+        emit_rest("#tail");
+        return true;
+    }
+};
+
+stream_segmenter::stream_segmenter(stream_options opts) : p_(std::make_unique<impl>()) {
+    p_->opts = opts;
+}
+stream_segmenter::~stream_segmenter() = default;
+
+std::vector<segment> stream_segmenter::feed(std::span<const std::byte> bytes) {
+    p_->append(bytes);
+    p_->run();
+    std::vector<segment> out(p_->all.begin() + static_cast<std::ptrdiff_t>(p_->handed),
+                             p_->all.end());
+    p_->handed = p_->all.size();
+    return out;
+}
+
+file_layout stream_segmenter::finish() {
+    auto& p = *p_;
+    p.run();
+    if (p.st == impl::state::detect) {
+        p.emit({"", 0, open_ended, {}});
+    } else if (p.st != impl::state::rest) {
+        if (p.st == impl::state::zip_directory && p.have(p.cursor, 0)) {
+            p.emit({p.prefix + "#directory", p.cursor, open_ended, {}}); // ends the file
+        } else if (p.cursor < p.fed || p.need_bytes) {
+            p.give_up("file ends inside a record");
+        }
+    }
+    file_layout l;
+    l.kind = p.kind; // the recognised kind, even where parsing stopped early
+    l.fallback_reason = p.fallback;
+    for (auto s : p.all) {
+        if (s.offset >= p.fed) break;
+        if (s.length == open_ended || s.length > p.fed - s.offset) s.length = p.fed - s.offset;
+        l.segments.push_back(std::move(s));
+    }
+    try {
+        detail::close_gaps(l, p.fed);
+    } catch (const format_error& e) {
+        l = generic_layout(p.fed);
+        l.fallback_reason = e.what();
+    }
+    return l;
+}
+
+} // namespace tpde::format

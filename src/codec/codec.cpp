@@ -24,6 +24,8 @@ const char* name_of(method m) {
         return "dense";
     case method::sparse:
         return "sparse";
+    case method::patch:
+        return "patch";
     }
     return "?";
 }

@@ -269,8 +269,8 @@ inline double position_bits(std::span<const std::uint16_t> syms) {
 }
 
 template <typename U>
-void write_section(const context_map& ctx, const std::byte* ref, std::size_t n,
-                   const analysis<U>& a, bool sparse, byte_sink& out) {
+void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, bool sparse,
+                   byte_sink& out) {
     std::array<freq_table, max_contexts> freqs{};
     thread_local std::unique_ptr<std::array<enc_table, max_contexts>> tables;
     if (!tables) tables = std::make_unique<std::array<enc_table, max_contexts>>();
@@ -343,7 +343,7 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
         out.put(static_cast<std::uint32_t>(bw.bytes().size()));
         out.put_bytes(bw.bytes());
     }
-    write_section<U>(ctx, reference.data(), n, *a, sparse, out);
+    write_section<U>(ctx, n, *a, sparse, out);
     return {sparse ? method::sparse : method::dense, a->changed};
 }
 

@@ -202,36 +202,41 @@ int run_stats(const stats_args& a, const coding_options& o) {
     tools::input_file prev(a.prev);
     tools::input_file next(a.next);
     struct row {
-        std::string name, type, methods, match;
+        std::size_t segment{0};
+        std::uint64_t offset{0};
+        std::string type, methods, match;
         std::uint64_t elements{0}, changed{0}, in{0}, out{0};
+
+        void add(const encoded_block& e, std::uint64_t stored) {
+            type = codec::name_of(e.info.type);
+            match = format::name_of(e.plan.match);
+            std::string m = codec::name_of(e.info.chosen);
+            if (methods.find(m) == std::string::npos) methods += methods.empty() ? m : "+" + m;
+            elements += e.info.elements;
+            changed += e.info.changed;
+            in += e.plan.size;
+            out += stored;
+        }
     };
     std::vector<row> rows;
-    std::size_t current = static_cast<std::size_t>(-1);
-    std::uint64_t in_total = 0, out_total = tools::container_header_size, elements = 0, changed = 0;
+    row total;
+    total.out = tools::container_header_size;
     auto layout = encode_file(next, &prev, o, [&](encoded_block&& e) {
-        std::uint64_t stored = tools::block_record_header_size + e.frame.size();
-        if (a.blocks || e.plan.segment != current || rows.empty()) {
-            rows.push_back({});
-            current = e.plan.segment;
+        if (a.blocks || rows.empty() || rows.back().segment != e.plan.segment) {
+            rows.emplace_back();
+            rows.back().segment = e.plan.segment;
+            rows.back().offset = e.plan.offset;
         }
-        row& r = rows.back();
-        r.name = a.blocks ? fmt::format("@{}", e.plan.offset) : std::string();
-        r.type = std::string(codec::name_of(e.info.type));
-        r.match = format::name_of(e.plan.match);
-        std::string m = codec::name_of(e.info.chosen);
-        if (r.methods.find(m) == std::string::npos) r.methods += r.methods.empty() ? m : "+" + m;
-        r.elements += e.info.elements;
-        r.changed += e.info.changed;
-        r.in += e.plan.size;
-        r.out += stored;
-        in_total += e.plan.size;
-        out_total += stored;
-        elements += e.info.elements;
-        changed += e.info.changed;
-        if (!a.blocks) r.name = std::to_string(e.plan.segment); // replaced by the name below
+        std::uint64_t stored = tools::block_record_header_size + e.frame.size();
+        rows.back().add(e, stored);
+        total.add(e, stored);
     });
-    auto pct = [](std::uint64_t c, std::uint64_t n) {
-        return n ? 100.0 * double(c) / double(n) : 0.0;
+    auto print = [](const std::string& label, const row& r) {
+        std::string name = label.size() > 40 ? "..." + label.substr(label.size() - 37) : label;
+        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
+                   r.match, r.methods,
+                   r.elements ? 100.0 * double(r.changed) / double(r.elements) : 0.0, r.in, r.out,
+                   double(r.in) / double(r.out));
     };
     if (!a.quiet) {
         fmt::print("layout: {}{}\n", format::name_of(layout.kind),
@@ -239,17 +244,14 @@ int run_stats(const stats_args& a, const coding_options& o) {
                                                   : " (fallback: " + layout.fallback_reason + ")");
         fmt::print("{:<40} {:>5} {:>6} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
                    "match", "method", "changed", "bytes_in", "bytes_out", "ratio");
-        for (auto& r : rows) {
-            std::string name = a.blocks ? r.name : layout.segments[std::stoull(r.name)].name;
-            if (name.empty()) name = "(whole file)";
-            if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
-            fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
-                       r.match, r.methods, pct(r.changed, r.elements), r.in, r.out,
-                       double(r.in) / double(r.out));
+        for (const auto& r : rows) {
+            std::string name =
+                a.blocks ? fmt::format("@{}", r.offset) : layout.segments[r.segment].name;
+            print(name.empty() ? "(whole file)" : name, r);
         }
     }
-    fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", "total", "", "", "",
-               pct(changed, elements), in_total, out_total, double(in_total) / double(out_total));
+    total.type = total.match = total.methods = "";
+    print("total", total);
     return 0;
 }
 

@@ -92,4 +92,42 @@ private:
     std::uint64_t pos_{0};
 };
 
+// The hot-loop reader: `in` must be followed by padding readable bytes (see padded() in
+// rans.hpp), so a window is one unchecked load. Callers run check_bounds() often enough that
+// the position cannot run past the padding (at most 64 bits per element between checks).
+class padded_bit_reader {
+public:
+    explicit padded_bit_reader(std::span<const std::byte> padded_in)
+        : p_(padded_in.data()), total_bits_(8 * std::uint64_t{padded_in.size()}) {}
+    std::uint64_t get(unsigned n) { // n <= 56
+        std::uint64_t v = (load_le<std::uint64_t>(p_ + (pos_ >> 3)) >> (pos_ & 7)) &
+                          ((std::uint64_t{1} << n) - 1);
+        pos_ += n;
+        return v;
+    }
+    std::uint64_t get_wide(unsigned n) { // n <= 64
+        if (n > 32) {
+            auto lo = get(32);
+            return lo | (get(n - 32) << 32);
+        }
+        return get(n);
+    }
+    void check_bounds() {
+        if (pos_ > total_bits_) {
+            overrun_ = true;
+            pos_ = total_bits_;
+        }
+    }
+    bool overrun() {
+        check_bounds();
+        return overrun_;
+    }
+
+private:
+    const std::byte* p_;
+    std::uint64_t total_bits_;
+    std::uint64_t pos_{0};
+    bool overrun_{false};
+};
+
 } // namespace tpde::codec::detail

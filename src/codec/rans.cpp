@@ -127,6 +127,14 @@ void rans_encoder::finish(byte_sink& out) const {
     out.put_bytes(std::as_bytes(std::span<const std::uint16_t>(p_, end)));
 }
 
+std::span<const std::byte> padded(std::span<const std::byte> in, std::vector<std::byte>& scratch) {
+    scratch.resize(in.size() + stream_padding);
+    copy_bytes(scratch, in);
+    std::fill(scratch.begin() + static_cast<std::ptrdiff_t>(in.size()), scratch.end(),
+              std::byte{0});
+    return std::span<const std::byte>(scratch).first(in.size());
+}
+
 void dec_table::init(const freq_table& f) {
     std::uint32_t start = 0;
     for (unsigned s = 0; s < max_symbols; ++s) {

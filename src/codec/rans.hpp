@@ -20,6 +20,13 @@ inline constexpr std::uint32_t rans_low = 1u << 15;
 inline constexpr unsigned max_symbols = 128;
 inline constexpr unsigned max_contexts = 16;
 
+// Readable bytes that must follow a stream handed to rans_decoder or padded_bit_reader.
+inline constexpr std::size_t stream_padding = 512;
+
+// `in` copied into `scratch` with stream_padding zero bytes after it; returns the copy
+// (without the padding).
+std::span<const std::byte> padded(std::span<const std::byte> in, std::vector<std::byte>& scratch);
+
 // Frequencies of one context, summing to prob_scale when the context is used, all zero
 // when not.
 using freq_table = std::array<std::uint16_t, max_symbols>;
@@ -92,42 +99,45 @@ struct dec_table {
     void init(const freq_table& f);
 };
 
+// Reads a stream that is followed by stream_padding readable bytes (see padded()), so the
+// hot loop loads without bounds checks and renormalises without a data-dependent branch.
+// Callers run check_bounds() at least every max_run_between_checks symbols: running past the
+// end is then caught (and clamped) before the padding is exhausted.
 class rans_decoder {
 public:
-    explicit rans_decoder(std::span<const std::byte> in)
-        : p_(in.data()), end_(in.data() + in.size()) {
+    static constexpr std::size_t max_run_between_checks = 64; // at most 2 bytes each
+    explicit rans_decoder(std::span<const std::byte> padded_in)
+        : p_(padded_in.data()), end_(padded_in.data() + padded_in.size()) {
+        if (padded_in.size() < 4) overrun_ = true;
         x0_ = read_state();
         x1_ = read_state();
     }
-    // Decodes one symbol with state `k` (0 or 1) from `table`.
+    // Decodes one symbol with state `K` (0 or 1) from `table`.
     template <int K>
     std::uint32_t get(const dec_table& table) {
         std::uint32_t& x = K == 0 ? x0_ : x1_;
         std::uint32_t e = table.slot[x & (prob_scale - 1)];
         x = ((e & 0xfff) + 1) * (x >> prob_bits) + ((e >> 12) & 0xfff);
-        if (x < rans_low) {
-            std::uint32_t w = 0;
-            if (end_ - p_ >= 2) {
-                w = load_le<std::uint16_t>(p_);
-                p_ += 2;
-            } else {
-                overrun_ = true;
-            }
-            x = (x << 16) | w;
-        }
+        std::uint32_t w = load_le<std::uint16_t>(p_);
+        bool need = x < rans_low;
+        x = need ? (x << 16) | w : x;
+        p_ += need ? 2 : 0;
         return e >> 24;
     }
+    void check_bounds() {
+        if (p_ > end_) {
+            overrun_ = true;
+            p_ = end_;
+        }
+    }
     // A well-formed stream ends exactly where its words end, with both states back at start.
-    bool finished_cleanly() const {
+    bool finished_cleanly() {
+        check_bounds();
         return !overrun_ && p_ == end_ && x0_ == rans_low && x1_ == rans_low;
     }
 
 private:
     std::uint32_t read_state() {
-        if (end_ - p_ < 4) {
-            overrun_ = true;
-            return rans_low;
-        }
         std::uint32_t lo = load_le<std::uint16_t>(p_);
         std::uint32_t hi = load_le<std::uint16_t>(p_ + 2);
         p_ += 4;

@@ -374,10 +374,18 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
         (*storage)[c].init(freqs[c]);
         tables[c] = &(*storage)[c];
     }
+    // Exponent -> table directly: one load per element instead of two.
+    std::array<const dec_table*, 2048> table_of_exponent;
+    for (std::size_t e = 0; e < ctx.lut.size(); ++e) table_of_exponent[e] = tables[ctx.lut[e]];
+    const unsigned exp_shift = lay.exp_shift;
+    const U exp_mask = lay.exp_bits ? U((U{1} << lay.exp_bits) - 1) : U{0};
 
+    // Both streams are read from padded copies: no bounds checks in the loop, only
+    // check_bounds() once per run.
+    thread_local std::vector<std::byte> rans_scratch, bits_scratch;
     auto rans_len = in.get<std::uint32_t>();
-    rans_decoder dec(in.get_bytes(rans_len));
-    bit_reader bits(in.rest());
+    rans_decoder dec(padded(in.get_bytes(rans_len), rans_scratch));
+    padded_bit_reader bits(padded(in.rest(), bits_scratch));
     const auto& info = symbol_infos<U>();
     const bool fo = lay.float_order;
     unsigned bad = 0;
@@ -386,7 +394,7 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
     auto one = [&]<int K>(std::size_t k) {
         std::size_t i = Sparse ? positions[k] : k;
         U r = load<U>(ref, i);
-        unsigned s = dec.template get<K>(*tables[ctx(r)]);
+        unsigned s = dec.template get<K>(*table_of_exponent[(r >> exp_shift) & exp_mask]);
         const auto& si = info[s];
         bad |= si.valid ^ 1u;
         U z;
@@ -397,12 +405,17 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
         }
         store<U>(out, i, from_ordered<U>(U(to_ordered(r, fo) + unzigzag(z)), fo));
     };
-    std::size_t k = 0;
-    for (; k + 1 < count; k += 2) {
-        one.template operator()<0>(k);
-        one.template operator()<1>(k + 1);
+    constexpr std::size_t run = rans_decoder::max_run_between_checks; // even: states alternate
+    for (std::size_t k = 0; k < count;) {
+        const std::size_t end = std::min(count, k + run);
+        for (; k + 1 < end; k += 2) {
+            one.template operator()<0>(k);
+            one.template operator()<1>(k + 1);
+        }
+        if (k < end) one.template operator()<0>(k++);
+        dec.check_bounds();
+        bits.check_bounds();
     }
-    if (k < count) one.template operator()<0>(k);
     if (bad || bits.overrun() || !dec.finished_cleanly())
         throw decode_error("corrupt frame: residual stream does not decode cleanly");
 }

@@ -57,44 +57,11 @@ private:
     unsigned fill_{0};
 };
 
-// Reading past the end yields zero bits and makes overrun() true, checked once at the end,
-// so the hot loop carries no throwing branch. Loads near the end take a bounds-checked path.
-class bit_reader {
-public:
-    explicit bit_reader(std::span<const std::byte> in) : in_(in) {}
-    std::uint64_t get(unsigned n) { // n <= 56
-        std::uint64_t v = (window() >> (pos_ & 7)) & ((std::uint64_t{1} << n) - 1);
-        pos_ += n;
-        return v;
-    }
-    std::uint64_t get_wide(unsigned n) { // n <= 64
-        if (n > 32) {
-            auto lo = get(32);
-            return lo | (get(n - 32) << 32);
-        }
-        return get(n);
-    }
-    // The next 32 bits without consuming them.
-    std::uint32_t peek32() { return static_cast<std::uint32_t>(window() >> (pos_ & 7)); }
-    bool overrun() const { return pos_ > 8 * std::uint64_t{in_.size()}; }
-
-private:
-    std::uint64_t window() const {
-        std::uint64_t byte = pos_ >> 3;
-        if (byte + 8 <= in_.size()) [[likely]]
-            return load_le<std::uint64_t>(in_.data() + byte);
-        std::uint64_t w = 0;
-        for (unsigned i = 0; i < 8 && byte + i < in_.size(); ++i)
-            w |= std::uint64_t{std::to_integer<std::uint8_t>(in_[byte + i])} << (8 * i);
-        return w;
-    }
-    std::span<const std::byte> in_;
-    std::uint64_t pos_{0};
-};
-
-// The hot-loop reader: `in` must be followed by padding readable bytes (see padded() in
-// rans.hpp), so a window is one unchecked load. Callers run check_bounds() often enough that
-// the position cannot run past the padding (at most 64 bits per element between checks).
+// `in` must be followed by stream_padding readable bytes (see padded() in rans.hpp), so a
+// read is one unchecked load: no branch per element in the hot loop. Reading past the end
+// yields padding bits; callers run check_bounds() often enough (at most 64 bits per element,
+// 64 elements between checks) that the position never leaves the padding, and overrun()
+// reports it at the end.
 class padded_bit_reader {
 public:
     explicit padded_bit_reader(std::span<const std::byte> padded_in)
@@ -111,6 +78,10 @@ public:
             return lo | (get(n - 32) << 32);
         }
         return get(n);
+    }
+    // The next 32 bits without consuming them.
+    std::uint32_t peek32() const {
+        return static_cast<std::uint32_t>(load_le<std::uint64_t>(p_ + (pos_ >> 3)) >> (pos_ & 7));
     }
     void check_bounds() {
         if (pos_ > total_bits_) {

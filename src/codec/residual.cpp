@@ -163,7 +163,7 @@ inline void put_elias_delta(bit_writer& bw, std::uint32_t g) {
     bw.put(l & ((1u << (ll - 1)) - 1), ll - 1);                  // l below its leading one
     bw.put_wide(g & ((std::uint64_t{1} << (l - 1)) - 1), l - 1); // g below its leading one
 }
-inline std::uint32_t get_elias_delta(bit_reader& br) {
+inline std::uint32_t get_elias_delta(padded_bit_reader& br) {
     std::uint32_t peek = br.peek32();
     if (peek == 0) throw decode_error("corrupt frame: bad position code");
     unsigned zeros = static_cast<unsigned>(std::countr_zero(peek));
@@ -439,7 +439,8 @@ void decode_typed(layout lay, method m, std::span<const std::byte> payload,
     if (changed > 8 * std::uint64_t{pos_len})
         throw decode_error("corrupt frame: position stream too short");
     std::vector<std::uint32_t> positions(changed);
-    bit_reader br(pos_bytes);
+    thread_local std::vector<std::byte> pos_scratch;
+    padded_bit_reader br(padded(pos_bytes, pos_scratch));
     std::uint64_t pos = std::numeric_limits<std::uint64_t>::max();
     for (auto& p : positions) {
         pos += get_elias_delta(br);

@@ -71,9 +71,12 @@ TEST(BitIo, WritesAndReadsBackMixedWidths) {
         w.put_wide(v, n);
     }
     w.finish();
-    std::vector<std::byte> buf(w.bytes().begin(), w.bytes().end());
-    bit_reader r(buf);
-    for (auto [v, n] : vals) ASSERT_EQ(r.get_wide(n), v);
+    std::vector<std::byte> buf(w.bytes().begin(), w.bytes().end()), padded_scratch;
+    padded_bit_reader r(padded(buf, padded_scratch));
+    for (auto [v, n] : vals) {
+        ASSERT_EQ(r.get_wide(n), v);
+        r.check_bounds();
+    }
     EXPECT_FALSE(r.overrun());
     r.get(32);
     r.get(32);

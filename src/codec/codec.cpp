@@ -77,7 +77,10 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     const bool use_delta = !reference.empty() && (opts.allow_dense || opts.allow_sparse);
     // Bytes without element structure, and small blocks (pickles, headers), may have had
     // bytes inserted: LZ matching against the reference follows that, residuals cannot.
-    const bool use_patch = !reference.empty() && opts.allow_patch &&
+    // A block the caller typed as tensor data gets no patch: insertions happen in pickles and
+    // headers, not inside tensors.
+    const bool untyped = !opts.type || *opts.type == element_type::bytes;
+    const bool use_patch = !reference.empty() && opts.allow_patch && untyped &&
                            (type == element_type::bytes || block.size() <= patch_max_for_typed);
 
     std::vector<std::byte> frame(frame_header_size);

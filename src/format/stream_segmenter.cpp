@@ -68,18 +68,34 @@ struct stream_segmenter::impl {
     }
     std::span<const std::byte> from(std::uint64_t at) const { return bytes(at, fed - at); }
 
+    // Hands out segments contiguously: a gap gets its own segment, named as close_gaps()
+    // names it, so what was handed out stays a prefix of the final layout.
     void emit(segment s) {
         if (s.length == 0) return;
+        std::uint64_t end = all.empty() ? 0 : all.back().offset + all.back().length;
+        if (!all.empty() && all.back().length == open_ended)
+            throw format_error("segment after the open end");
+        if (s.offset < end) throw format_error("overlapping segments");
+        if (s.offset > end)
+            all.push_back({(all.empty() ? std::string("#start") : all.back().name) + "#after",
+                           end,
+                           s.offset - end,
+                           {}});
         all.push_back(std::move(s));
     }
     void emit_rest(const std::string& name) {
         emit({name, cursor, open_ended, {}});
         st = state::rest;
     }
+    // Leaves the rest of the file to offset matching. Never throws: it is the error path.
     void give_up(const std::string& why) {
+        if (st == state::rest) return; // an open-ended segment already covers the rest
         if (fallback.empty()) fallback = why;
+        std::uint64_t end = all.empty() ? 0 : all.back().offset + all.back().length;
+        cursor = std::max(cursor, end);
         spdlog::debug("stream segmenter: {} at offset {}; the rest is unparsed", why, cursor);
-        emit_rest("#unparsed@" + std::to_string(cursor));
+        all.push_back({"#unparsed@" + std::to_string(cursor), cursor, open_ended, {}});
+        st = state::rest;
     }
 
     void append(std::span<const std::byte> in) {
@@ -333,14 +349,16 @@ std::vector<segment> stream_segmenter::feed(std::span<const std::byte> bytes) {
 file_layout stream_segmenter::finish() {
     auto& p = *p_;
     p.run();
-    if (p.st == impl::state::detect) {
-        p.emit({"", 0, open_ended, {}});
-    } else if (p.st != impl::state::rest) {
-        if (p.st == impl::state::zip_directory && p.have(p.cursor, 0)) {
+    try {
+        if (p.st == impl::state::detect) {
+            p.emit({"", 0, open_ended, {}});
+        } else if (p.st == impl::state::zip_directory && p.have(p.cursor, 0)) {
             p.emit({p.prefix + "#directory", p.cursor, open_ended, {}}); // ends the file
-        } else if (p.cursor < p.fed || p.need_bytes) {
+        } else if (p.st != impl::state::rest && (p.cursor < p.fed || p.need_bytes)) {
             p.give_up("file ends inside a record");
         }
+    } catch (const format_error& e) {
+        p.give_up(e.what());
     }
     file_layout l;
     l.kind = p.kind; // the recognised kind, even where parsing stopped early

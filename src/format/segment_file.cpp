@@ -23,6 +23,36 @@ const char* name_of(layout_kind k) {
     return "?";
 }
 
+namespace detail {
+
+void close_gaps(file_layout& layout, std::uint64_t size) {
+    auto& segs = layout.segments;
+    std::stable_sort(segs.begin(), segs.end(),
+                     [](const segment& a, const segment& b) { return a.offset < b.offset; });
+    std::vector<segment> out;
+    out.reserve(segs.size() * 2 + 1);
+    std::uint64_t at = 0;
+    for (auto& s : segs) {
+        if (s.length == 0) continue;
+        if (s.offset < at) throw format_error("overlapping segments");
+        if (s.offset > size || size - s.offset < s.length)
+            throw format_error("segment past end of file");
+        // Named after what precedes it (a zip data descriptor follows its record), so an
+        // added record does not rename every later gap.
+        if (s.offset > at)
+            out.push_back({(out.empty() ? std::string("#start") : out.back().name) + "#after",
+                           at,
+                           s.offset - at,
+                           {}});
+        at = s.offset + s.length;
+        out.push_back(std::move(s));
+    }
+    if (at < size) out.push_back({"#tail", at, size - at, {}});
+    segs = std::move(out);
+}
+
+} // namespace detail
+
 file_layout generic_layout(std::uint64_t size) {
     file_layout l;
     if (size) l.segments.push_back({"", 0, size, {}});

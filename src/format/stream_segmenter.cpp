@@ -19,10 +19,6 @@ constexpr std::uint32_t sig_central = 0x02014b50;
 constexpr std::uint32_t sig_descriptor = 0x08074b50;
 constexpr std::uint32_t sig_eocd = 0x06054b50;
 
-std::string without_root(const std::string& name) {
-    auto slash = name.find('/');
-    return slash == std::string::npos ? name : name.substr(slash + 1);
-}
 } // namespace
 
 struct stream_segmenter::impl {
@@ -188,7 +184,7 @@ struct stream_segmenter::impl {
         std::uint64_t extra_len = read_le<std::uint16_t>(h, 28);
         if (!have(cursor, 30 + name_len + extra_len)) return false;
         std::string raw_name(detail::as_text(bytes(cursor + 30, name_len)));
-        record = without_root(raw_name);
+        record = detail::record_name_without_root(raw_name);
         if (archives == 0 && kind == layout_kind::torch_zip && record != "data.pkl" && all.empty())
             kind = layout_kind::npz; // numpy's zips have no pickle first
         if (kind == layout_kind::npz) record = raw_name;

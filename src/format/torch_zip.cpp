@@ -6,22 +6,12 @@
 #include "pickle_storages.hpp"
 
 namespace tpde::format::detail {
-namespace {
-
-// torch names the archive's root folder after the file ("step_000550/data/0"), so names
-// differ between checkpoints of one run: match records without it.
-std::string without_root(const std::string& name) {
-    auto slash = name.find('/');
-    return slash == std::string::npos ? name : name.substr(slash + 1);
-}
-
-} // namespace
 
 void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
                          const std::string& prefix, file_layout& out) {
     std::map<std::string, storage_info> types;
     for (const auto& e : z.entries) {
-        if (without_root(e.name) != "data.pkl" || e.method != 0) continue;
+        if (record_name_without_root(e.name) != "data.pkl" || e.method != 0) continue;
         try {
             types = storage_types(sub(file, e.data_offset, e.size));
         } catch (const format_error&) {
@@ -29,11 +19,11 @@ void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
         }
     }
     for (const auto& e : z.entries) {
-        std::string name = prefix + without_root(e.name);
+        std::string name = prefix + record_name_without_root(e.name);
         out.segments.push_back(
             {name + "#header", e.header_offset, e.data_offset - e.header_offset, {}});
         segment s{name, e.data_offset, e.size, {}};
-        auto rel = without_root(e.name);
+        auto rel = record_name_without_root(e.name);
         if (e.method == 0 && rel.starts_with("data/")) {
             auto it = types.find(rel.substr(5));
             if (it != types.end()) s.type = it->second.type;
@@ -43,37 +33,11 @@ void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
     out.segments.push_back({prefix + "#directory", z.cd_offset, z.end - z.cd_offset, {}});
 }
 
-void close_gaps(file_layout& layout, std::uint64_t size) {
-    auto& segs = layout.segments;
-    std::stable_sort(segs.begin(), segs.end(),
-                     [](const segment& a, const segment& b) { return a.offset < b.offset; });
-    std::vector<segment> out;
-    out.reserve(segs.size() * 2 + 1);
-    std::uint64_t at = 0;
-    for (auto& s : segs) {
-        if (s.length == 0) continue;
-        if (s.offset < at) throw format_error("overlapping segments");
-        if (s.offset > size || size - s.offset < s.length)
-            throw format_error("segment past end of file");
-        // Named after what precedes it (a zip data descriptor follows its record), so an
-        // added record does not rename every later gap.
-        if (s.offset > at)
-            out.push_back({(out.empty() ? std::string("#start") : out.back().name) + "#after",
-                           at,
-                           s.offset - at,
-                           {}});
-        at = s.offset + s.length;
-        out.push_back(std::move(s));
-    }
-    if (at < size) out.push_back({"#tail", at, size - at, {}});
-    segs = std::move(out);
-}
-
 file_layout torch_zip_layout(std::span<const std::byte> file) {
     auto z = read_zip_at(file, find_last_eocd(file));
     if (z.start != 0) throw format_error("zip does not start at the beginning of the file");
     bool has_pickle = std::any_of(z.entries.begin(), z.entries.end(), [](const zip_entry& e) {
-        return without_root(e.name) == "data.pkl";
+        return record_name_without_root(e.name) == "data.pkl";
     });
     if (!has_pickle) throw format_error("zip without data.pkl is not a torch archive");
     file_layout l;

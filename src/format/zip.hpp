@@ -23,6 +23,13 @@ struct zip_archive {
     std::vector<zip_entry> entries; // in local-header order
 };
 
+// torch names the archive's root folder after the file ("step_000550/data/0"), so names
+// differ between checkpoints of one run: records are matched without it.
+inline std::string record_name_without_root(const std::string& name) {
+    auto slash = name.find('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
 // Reads the archive whose end-of-central-directory record starts at `eocd`; offsets inside
 // it are relative to the archive's start, which is derived, so archives embedded in a larger
 // file (torch.distributed.checkpoint) read too. Throws format_error.

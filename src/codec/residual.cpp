@@ -36,6 +36,14 @@ constexpr layout layout_of(element_type t) {
     return {0, 0, false};
 }
 
+// The unsigned word of an element type; hot loops are instantiated per type, so the layout
+// (float order, exponent position) is a constant there, not a load and a branch.
+template <element_type T>
+using word_t = std::conditional_t<
+    width_of(T) == 1, std::uint8_t,
+    std::conditional_t<width_of(T) == 2, std::uint16_t,
+                       std::conditional_t<width_of(T) == 4, std::uint32_t, std::uint64_t>>>;
+
 template <typename U>
 constexpr unsigned bits_of = 8 * sizeof(U);
 template <typename U>
@@ -222,19 +230,22 @@ analysis<U>& scratch_analysis(int slot) {
 }
 
 // Pass 1: symbols with their contexts, raw bits, per-context histogram.
-template <typename U>
+template <element_type T, typename U = word_t<T>>
 void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref, std::size_t n,
              analysis<U>& a) {
+    constexpr layout lay = layout_of(T);
+    constexpr U exp_mask = lay.exp_bits ? U((U{1} << lay.exp_bits) - 1) : U{0};
+    const std::uint8_t* lut = ctx.lut.data();
     a.syms.resize(n);
     bit_writer bw(a.raw_scratch, n * (bits_of<U> - 2));
     std::uint64_t raw_total = 0, changed = 0;
-    const bool fo = ctx.lay.float_order;
+    constexpr bool fo = lay.float_order;
     for (std::size_t i = 0; i < n; ++i) {
         U r = load<U>(ref, i);
         U z = zigzag<U>(U(to_ordered(load<U>(blk, i), fo) - to_ordered(r, fo)));
         unsigned nraw;
         unsigned s = symbol_of(z, nraw);
-        unsigned cs = ctx(r) * max_symbols + s;
+        unsigned cs = lut[(r >> lay.exp_shift) & exp_mask] * max_symbols + s;
         a.syms[i] = static_cast<std::uint16_t>(cs);
         ++a.hist.counts[cs];
         if constexpr (sizeof(U) == 8) {
@@ -310,14 +321,14 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     out.put_bytes(a.raw_bits);
 }
 
-template <typename U>
-delta_result encode_typed(layout lay, std::span<const std::byte> block,
-                          std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
-                          std::vector<std::byte>& payload) {
+template <element_type T, typename U = word_t<T>>
+delta_result encode_typed(std::span<const std::byte> block, std::span<const std::byte> reference,
+                          bool allow_dense, bool allow_sparse, std::vector<std::byte>& payload) {
+    constexpr layout lay = layout_of(T);
     const std::size_t n = block.size() / sizeof(U);
     context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
     analysis<U>* a = &scratch_analysis<U>(0);
-    analyze<U>(ctx, block.data(), reference.data(), n, *a);
+    analyze<T>(ctx, block.data(), reference.data(), n, *a);
 
     bool sparse = allow_sparse && !allow_dense;
     // Positions cost a few bits per changed element: with a quarter or more changed the
@@ -349,9 +360,10 @@ delta_result encode_typed(layout lay, std::span<const std::byte> block,
 }
 
 // Decodes the residual section for the elements at `positions` (all of them when dense).
-template <typename U, bool Sparse>
-void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size_t n,
+template <element_type T, bool Sparse, typename U = word_t<T>>
+void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
                     std::span<const std::uint32_t> positions, std::byte* out) {
+    constexpr layout lay = layout_of(T);
     auto top = in.get<std::uint16_t>();
     if (lay.exp_bits && top >= (1u << lay.exp_bits))
         throw decode_error("corrupt frame: bad exponent");
@@ -378,8 +390,8 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
     // Exponent -> table directly: one load per element instead of two.
     std::array<const dec_table*, 2048> table_of_exponent;
     for (std::size_t e = 0; e < ctx.lut.size(); ++e) table_of_exponent[e] = tables[ctx.lut[e]];
-    const unsigned exp_shift = lay.exp_shift;
-    const U exp_mask = lay.exp_bits ? U((U{1} << lay.exp_bits) - 1) : U{0};
+    constexpr unsigned exp_shift = lay.exp_shift;
+    constexpr U exp_mask = lay.exp_bits ? U((U{1} << lay.exp_bits) - 1) : U{0};
 
     // Both streams are read from padded copies: no bounds checks in the loop, only
     // check_bounds() once per run.
@@ -388,7 +400,7 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
     rans_decoder dec(padded(in.get_bytes(rans_len), rans_scratch));
     padded_bit_reader bits(padded(in.rest(), bits_scratch));
     const auto& info = symbol_infos<U>();
-    const bool fo = lay.float_order;
+    constexpr bool fo = lay.float_order;
     unsigned bad = 0;
     const std::size_t count = Sparse ? positions.size() : n;
 
@@ -421,15 +433,15 @@ void decode_section(layout lay, byte_source& in, const std::byte* ref, std::size
         throw decode_error("corrupt frame: residual stream does not decode cleanly");
 }
 
-template <typename U>
-void decode_typed(layout lay, method m, std::span<const std::byte> payload,
+template <element_type T, typename U = word_t<T>>
+void decode_typed(method m, std::span<const std::byte> payload,
                   std::span<const std::byte> reference, std::span<std::byte> out) {
     const std::size_t n = out.size() / sizeof(U);
     byte_source in(payload);
     auto tail = in.get_bytes(out.size() - n * sizeof(U));
     copy_bytes(out.subspan(n * sizeof(U)), tail);
     if (m == method::dense) {
-        decode_section<U, false>(lay, in, reference.data(), n, {}, out.data());
+        decode_section<T, false>(in, reference.data(), n, {}, out.data());
         return;
     }
     auto changed = in.get<std::uint32_t>();
@@ -449,21 +461,26 @@ void decode_typed(layout lay, method m, std::span<const std::byte> payload,
         p = static_cast<std::uint32_t>(pos);
     }
     copy_bytes(out, reference.first(n * sizeof(U))); // unchanged elements
-    decode_section<U, true>(lay, in, reference.data(), n, positions, out.data());
+    decode_section<T, true>(in, reference.data(), n, positions, out.data());
 }
 
+// Calls f with the element type as a compile-time constant.
 template <typename F>
-decltype(auto) with_word(element_type t, F&& f) {
-    switch (width_of(t)) {
-    case 2:
-        return f(std::uint16_t{});
-    case 4:
-        return f(std::uint32_t{});
-    case 8:
-        return f(std::uint64_t{});
-    default:
-        return f(std::uint8_t{});
+decltype(auto) with_type(element_type t, F&& f) {
+    using E = element_type;
+    switch (t) {
+    case E::f16:
+        return f(std::integral_constant<E, E::f16>{});
+    case E::bf16:
+        return f(std::integral_constant<E, E::bf16>{});
+    case E::f32:
+        return f(std::integral_constant<E, E::f32>{});
+    case E::f64:
+        return f(std::integral_constant<E, E::f64>{});
+    case E::bytes:
+        break;
     }
+    return f(std::integral_constant<E, E::bytes>{});
 }
 
 } // namespace
@@ -471,19 +488,20 @@ decltype(auto) with_word(element_type t, F&& f) {
 delta_result encode_delta(element_type t, std::span<const std::byte> block,
                           std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
                           std::vector<std::byte>& payload) {
-    return with_word(t, [&]<typename U>(U) {
-        return encode_typed<U>(layout_of(t), block, reference, allow_dense, allow_sparse, payload);
+    return with_type(t, [&](auto type) {
+        return encode_typed<type()>(block, reference, allow_dense, allow_sparse, payload);
     });
 }
 
 double estimate_delta_bits(element_type t, std::span<const std::byte> block,
                            std::span<const std::byte> reference) {
-    return with_word(t, [&]<typename U>(U) {
+    return with_type(t, [&](auto type) {
+        using U = word_t<type()>;
         const std::size_t n = block.size() / sizeof(U);
-        layout lay = layout_of(t);
+        constexpr layout lay = layout_of(type());
         context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
         auto* a = &scratch_analysis<U>(1);
-        analyze<U>(ctx, block.data(), reference.data(), n, *a);
+        analyze<type()>(ctx, block.data(), reference.data(), n, *a);
         // Without table costs: they do not shrink with the sample, and would favour types
         // with fewer contexts on a small one.
         return a->hist.coded_bits(ctx.contexts(), false, false) + a->raw_bit_count +
@@ -493,7 +511,7 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
 
 void decode_delta(method m, element_type t, std::span<const std::byte> payload,
                   std::span<const std::byte> reference, std::span<std::byte> out) {
-    with_word(t, [&]<typename U>(U) { decode_typed<U>(layout_of(t), m, payload, reference, out); });
+    with_type(t, [&](auto type) { decode_typed<type()>(m, payload, reference, out); });
 }
 
 } // namespace tpde::codec::detail

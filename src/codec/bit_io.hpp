@@ -27,7 +27,7 @@ public:
         store_le(p_, acc_);
         unsigned bytes = fill_ >> 3;
         p_ += bytes;
-        acc_ = bytes ? acc_ >> (8 * bytes) : acc_;
+        acc_ >>= 8 * bytes; // bytes <= 7: fill_ was < 8 and n <= 56
         fill_ &= 7;
     }
     void put_wide(std::uint64_t v, unsigned n) { // n <= 64

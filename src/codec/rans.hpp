@@ -70,7 +70,7 @@ public:
         std::uint32_t emit = x >= s.x_max;
         p_[-1] = static_cast<std::uint16_t>(x);
         p_ -= emit;
-        x = emit ? x >> 16 : x;
+        x >>= emit << 4; // arithmetic, not a conditional the compiler would make a branch
         std::uint32_t q =
             static_cast<std::uint32_t>((static_cast<std::uint64_t>(x) * s.rcp_freq) >> 32) >>
             s.rcp_shift;
@@ -118,10 +118,12 @@ public:
         std::uint32_t& x = K == 0 ? x0_ : x1_;
         std::uint32_t e = table.slot[x & (prob_scale - 1)];
         x = ((e & 0xfff) + 1) * (x >> prob_bits) + ((e >> 12) & 0xfff);
+        // Arithmetic, not a conditional: compilers turn the ternary form back into a branch,
+        // and whether a word is needed is data, so that branch mispredicts.
         std::uint32_t w = load_le<std::uint16_t>(p_);
-        bool need = x < rans_low;
-        x = need ? (x << 16) | w : x;
-        p_ += need ? 2 : 0;
+        std::uint32_t need = x < rans_low;
+        x = (x << (need << 4)) | (w & (0u - need));
+        p_ += need << 1;
         return e >> 24;
     }
     void check_bounds() {

@@ -88,10 +88,12 @@ inline U unzigzag(U z) {
 template <typename U>
 inline unsigned symbol_of(U z, unsigned& nraw) {
     // Branch-free: whether an element changed at all is data, not a pattern.
+    // Written as masks: compilers turn the conditional form into branches.
     unsigned n = static_cast<unsigned>(std::bit_width(z));
-    nraw = n >= 2 ? n - 2 : 0;
+    unsigned big = 0u - unsigned(n >= 2); // all ones when n >= 2
+    nraw = (n - 2) & big;
     unsigned below = static_cast<unsigned>(z >> nraw) & 1;
-    return n >= 2 ? 2 * n - 2 + below : n;
+    return n + ((n - 2 + below) & big);
 }
 
 template <typename U>

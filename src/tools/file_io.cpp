@@ -76,25 +76,31 @@ output_file::~output_file() {
 }
 
 void output_file::write(std::span<const std::byte> bytes) {
-    if (buffer_.size() + bytes.size() > buffer_.capacity()) flush_buffer();
-    if (bytes.size() >= buffer_.capacity()) {
-        buffer_.assign(bytes.begin(), bytes.end());
+    // Large pieces (decoded blocks) go straight to the kernel: copying them into the buffer
+    // first would add a copy on the one thread every block passes through.
+    if (bytes.size() >= direct_write_min) {
         flush_buffer();
+        write_all(bytes);
         return;
     }
+    if (buffer_.size() + bytes.size() > buffer_.capacity()) flush_buffer();
     buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
 }
 
-void output_file::flush_buffer() {
+void output_file::write_all(std::span<const std::byte> bytes) {
     std::size_t done = 0;
-    while (done < buffer_.size()) {
-        ssize_t w = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    while (done < bytes.size()) {
+        ssize_t w = ::write(fd_, bytes.data() + done, bytes.size() - done);
         if (w < 0) {
             if (errno == EINTR) continue;
-            fail("cannot write", tmp_);
+            fail("cannot write", tmp_.empty() ? path_ : tmp_);
         }
         done += static_cast<std::size_t>(w);
     }
+}
+
+void output_file::flush_buffer() {
+    write_all(buffer_);
     buffer_.clear();
 }
 

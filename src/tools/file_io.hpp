@@ -50,7 +50,9 @@ private:
     std::filesystem::path tmp_;
     int fd_{-1};
     std::vector<std::byte> buffer_;
+    static constexpr std::size_t direct_write_min = 64 << 10;
     void flush_buffer();
+    void write_all(std::span<const std::byte> bytes);
 };
 
 } // namespace tpde::tools

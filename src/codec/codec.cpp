@@ -92,27 +92,27 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     std::size_t changed = block.size() / width_of(type);
 
     bool coded = false;
+    std::optional<reference_view> ref;
+    if (use_delta || use_patch) ref.emplace(reference, block.size());
     if (use_delta) {
-        reference_view ref(reference, block.size());
-        auto r = detail::encode_delta(type, block, ref.bytes, opts.allow_dense, opts.allow_sparse,
+        auto r = detail::encode_delta(type, block, ref->bytes, opts.allow_dense, opts.allow_sparse,
                                       frame);
         h.m = r.chosen;
-        h.flags = detail::flag_has_reference;
-        h.reference_hash = ref.compute_hash();
         changed = r.changed;
         coded = true;
     }
     if (use_patch) {
-        reference_view ref(reference, block.size());
         std::vector<std::byte> alt(frame_header_size);
-        detail::encode_patch(block, ref.used, block.size() <= patch_max_for_typed ? 19 : 3, alt);
+        detail::encode_patch(block, ref->used, block.size() <= patch_max_for_typed ? 19 : 3, alt);
         if (!coded || alt.size() < frame.size()) {
             frame = std::move(alt);
             h.m = method::patch;
-            h.flags = detail::flag_has_reference;
-            h.reference_hash = ref.compute_hash();
             coded = true;
         }
+    }
+    if (coded) {
+        h.flags = detail::flag_has_reference;
+        h.reference_hash = ref->compute_hash();
     }
     // Without a reference, or when the delta barely helps (a parent that does not resemble
     // this block), try coding the block on its own.

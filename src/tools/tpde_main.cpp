@@ -80,12 +80,11 @@ format::file_layout encode_file(const tools::input_file& next, const tools::inpu
 
     auto pool = make_pool(o.threads);
     util::ordered_pipeline<encoded_block> pipe(pool.get(), 2 * std::max(1u, o.threads));
-    std::uint64_t prev_done = 0;
     auto consume = [&](encoded_block&& e) {
         next.release(e.plan.offset, e.plan.size);
         if (prev && e.plan.ref_size) {
-            // Name matching may read PREV out of order: release only what lies behind.
-            prev_done = std::max(prev_done, e.plan.ref_offset + e.plan.ref_size);
+            // Name matching may read PREV out of order: release only what lies behind this
+            // block's reference (a later block reaching further back just faults it in again).
             prev->release(0, e.plan.ref_offset);
         }
         sink(std::move(e));

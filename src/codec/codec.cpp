@@ -141,15 +141,11 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     return frame;
 }
 
-std::vector<std::byte> decode(std::span<const std::byte> frame,
-                              std::span<const std::byte> reference, const decode_options& opts) {
-    const auto h = detail::read_header(frame, opts.verify_frame_check);
-    if (h.raw_size > opts.max_raw_size)
-        throw decode_error("corrupt frame: claims " + std::to_string(h.raw_size) +
-                           " decoded bytes, more than the limit of " +
-                           std::to_string(opts.max_raw_size));
+namespace {
+
+void decode_checked(const detail::frame_header& h, std::span<const std::byte> frame,
+                    std::span<const std::byte> reference, std::span<std::byte> out) {
     auto payload = frame.subspan(frame_header_size);
-    std::vector<std::byte> out(h.raw_size);
     std::optional<reference_view> ref;
     // The reference is hashed only when decoding fails, to tell a wrong reference from a
     // corrupt frame: on the common path that hash would cost a tenth of the decode.
@@ -184,7 +180,34 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
         if (wrong_reference()) throw_reference_mismatch();
         throw decode_error("corrupt frame: decoded bytes fail their checksum");
     }
+}
+
+detail::frame_header checked_header(std::span<const std::byte> frame, const decode_options& opts) {
+    auto h = detail::read_header(frame, opts.verify_frame_check);
+    if (h.raw_size > opts.max_raw_size)
+        throw decode_error("corrupt frame: claims " + std::to_string(h.raw_size) +
+                           " decoded bytes, more than the limit of " +
+                           std::to_string(opts.max_raw_size));
+    return h;
+}
+
+} // namespace
+
+std::vector<std::byte> decode(std::span<const std::byte> frame,
+                              std::span<const std::byte> reference, const decode_options& opts) {
+    const auto h = checked_header(frame, opts);
+    std::vector<std::byte> out(h.raw_size);
+    decode_checked(h, frame, reference, out);
     return out;
+}
+
+void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,
+                 std::span<std::byte> out, const decode_options& opts) {
+    const auto h = checked_header(frame, opts);
+    if (h.raw_size != out.size())
+        throw decode_error("corrupt frame: decodes to " + std::to_string(h.raw_size) +
+                           " bytes where " + std::to_string(out.size()) + " were expected");
+    decode_checked(h, frame, reference, out);
 }
 
 frame_summary inspect(std::span<const std::byte> frame) {

@@ -16,6 +16,7 @@
 
 #include "container.hpp"
 #include "file_io.hpp"
+#include "store_commands.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
 #include "tpde/format/stream_segmenter.hpp"
@@ -319,7 +320,7 @@ int main(int argc, char** argv) {
     if (const char* level = std::getenv("TPDE_LOG"))
         spdlog::set_level(spdlog::level::from_str(level));
 
-    CLI::App app{"tpde: lossless delta codec for training checkpoints (TPDE)"};
+    CLI::App app{"tpde: lossless delta codec and chain store for training checkpoints (TPDE)"};
     app.require_subcommand(1);
     // One line per error, like every other failure of this tool.
     app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -362,6 +363,8 @@ int main(int argc, char** argv) {
                    "segment as a writer would see it: fed in chunks of this many bytes")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
 
+    auto run_store_command = tools::add_store_commands(app);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -372,6 +375,7 @@ int main(int argc, char** argv) {
         if (*dec) return run_decode(da);
         if (*st) return run_stats(sa, co);
         if (*sg) return run_segments(ga);
+        return run_store_command();
     } catch (const CLI::Error& e) {
         return app.exit(e);
     } catch (const std::exception& e) {

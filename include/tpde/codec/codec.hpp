@@ -78,6 +78,11 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
                               std::span<const std::byte> reference,
                               const decode_options& opts = {});
 
+// Decodes into `out`, which must be exactly the frame's decoded size (else decode_error): no
+// allocation, for callers that own the destination (a reader filling its caller's buffer).
+void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,
+                 std::span<std::byte> out, const decode_options& opts = {});
+
 // Frame facts readable without decoding (checked header only).
 struct frame_summary {
     method m;

@@ -1,0 +1,39 @@
+#pragma once
+// State shared by the parts of one open store: directories, options, the decoded-block
+// cache, the encode pool and counters. Internal to src/store.
+#include <atomic>
+#include <filesystem>
+#include <memory>
+
+#include "store/sys.hpp"
+#include "tpde/cache/block_cache.hpp"
+#include "tpde/store/store.hpp"
+#include "tpde/util/thread_pool.hpp"
+
+namespace tpde::store {
+
+struct atomic_counters {
+    std::atomic<std::uint64_t> commits{0}, bytes_committed{0}, bytes_written{0}, reencodes{0},
+        versions_freed{0}, bytes_freed{0}, frames_decoded{0};
+    store_counters snapshot() const {
+        return {commits,        bytes_committed, bytes_written, reencodes,
+                versions_freed, bytes_freed,     frames_decoded};
+    }
+};
+
+struct store_context {
+    std::filesystem::path root;
+    store_options opts;
+    sys::fd root_dir, ns_dir, chains_dir, tmp_dir;
+    cache::block_cache cache;
+    std::unique_ptr<util::thread_pool> pool; // null: encode on the calling thread
+    atomic_counters counters;
+
+    store_context(std::filesystem::path r, const store_options& o)
+        : root(std::move(r)), opts(o), cache({o.cache_bytes}) {}
+    std::string shown_ns(const std::string& path) const { return (root / "ns" / path).string(); }
+    // A fresh name for a temporary file under tmp/.
+    std::string tmp_name(const char* what) const;
+};
+
+} // namespace tpde::store

@@ -1,0 +1,230 @@
+#include "store/file_writer.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tpde/format/block_plan.hpp"
+
+namespace tpde::store {
+namespace {
+constexpr std::size_t copy_chunk = 1u << 20;
+constexpr std::uint32_t small_segment = 4096; // runs of smaller segments share a block
+} // namespace
+
+store_file_writer::store_file_writer(store_context& ctx, version_publisher& host, std::string path,
+                                     std::uint64_t expected_ino,
+                                     std::shared_ptr<const version_reader> current, bool dirty)
+    : ctx_(ctx), host_(host), path_(std::move(path)), expected_ino_(expected_ino), dirty_(dirty),
+      current_(std::move(current)) {
+    if (current_ && current_->size() > 0) {
+        mode_ = mode::unchanged;
+        size_ = current_->size();
+    } else {
+        current_.reset();
+        start_sequential();
+    }
+}
+
+store_file_writer::~store_file_writer() {
+    encoder_.reset(); // removes its unpublished object
+    if (staging_) {
+        staging_.reset();
+        try {
+            sys::remove_if_exists(ctx_.tmp_dir.get(), staging_name_);
+        } catch (...) { // recovery removes it on the next open
+        }
+    }
+}
+
+void store_file_writer::start_sequential() {
+    mode_ = mode::sequential;
+    size_ = 0;
+    format::stream_options so;
+    so.max_lookahead = 16u << 20; // bounds what a writer holds while a pickle has no end yet
+    segmenter_ = std::make_unique<format::stream_segmenter>(so);
+    encoder_ = std::make_unique<object_encoder>(ctx_, shown());
+    segments_.clear();
+    pending_.clear();
+    pending_base_ = encoded_until_ = 0;
+}
+
+void store_file_writer::emit(std::uint64_t end, std::optional<codec::element_type> type) {
+    auto from = static_cast<std::size_t>(encoded_until_ - pending_base_);
+    auto n = static_cast<std::size_t>(end - encoded_until_);
+    std::vector<std::byte> block(pending_.begin() + from, pending_.begin() + from + n);
+    encoder_->add(encoded_until_, std::move(block), type);
+    encoded_until_ = end;
+    // Drop consumed bytes now and then, not per block (that would be quadratic).
+    auto consumed = static_cast<std::size_t>(encoded_until_ - pending_base_);
+    if (consumed >= (4u << 20) || consumed == pending_.size()) {
+        pending_.erase(pending_.begin(), pending_.begin() + consumed);
+        pending_base_ = encoded_until_;
+    }
+}
+
+// Cuts what has arrived into blocks: each within one segment (so it has one element type),
+// at most block_size, except that a run of small segments (zip headers) shares one block.
+void store_file_writer::emit_blocks(bool final) {
+    const std::uint64_t bs = ctx_.opts.block_size;
+    while (encoded_until_ < size_) {
+        while (!segments_.empty()) {
+            const auto& s = segments_.front();
+            if (s.length != format::open_ended && s.offset + s.length <= encoded_until_)
+                segments_.pop_front();
+            else
+                break;
+        }
+        if (segments_.empty()) {
+            if (!final) return;
+            segments_.push_back({"", encoded_until_, size_ - encoded_until_, {}});
+        }
+        const auto& s = segments_.front();
+        std::uint64_t s_end = s.length == format::open_ended
+                                  ? std::numeric_limits<std::uint64_t>::max()
+                                  : s.offset + s.length;
+        std::uint64_t end = std::min(encoded_until_ + bs, s_end);
+        auto type = s.type;
+        if (s_end - encoded_until_ < small_segment) {
+            for (std::size_t k = 1; k < segments_.size(); ++k) {
+                const auto& t = segments_[k];
+                if (t.length == format::open_ended || t.length >= small_segment ||
+                    t.offset + t.length - encoded_until_ > bs)
+                    break;
+                end = t.offset + t.length;
+                if (t.type != type) type = std::nullopt;
+            }
+        }
+        if (final) end = std::min(end, size_);
+        if (end > size_) return; // its bytes have not all arrived
+        emit(end, type);
+    }
+}
+
+void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;
+    dirty_ = true;
+    if (mode_ == mode::sequential && offset == size_) {
+        pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+        size_ += bytes.size();
+        for (auto& s : segmenter_->feed(bytes)) segments_.push_back(std::move(s));
+        emit_blocks(false);
+        return;
+    }
+    to_staged();
+    sys::pwrite_all(staging_.get(), bytes, offset, shown());
+    size_ = std::max(size_, offset + bytes.size());
+}
+
+void store_file_writer::truncate(std::uint64_t size) {
+    if (size == size_) return;
+    dirty_ = true;
+    if (size == 0) {
+        if (staging_) {
+            staging_.reset();
+            sys::remove_if_exists(ctx_.tmp_dir.get(), staging_name_);
+        }
+        current_.reset();
+        start_sequential();
+        return;
+    }
+    to_staged();
+    sys::mutation_point();
+    if (::ftruncate(staging_.get(), static_cast<off_t>(size)) != 0)
+        sys::fail("cannot truncate", shown());
+    size_ = size;
+}
+
+std::size_t store_file_writer::read(std::uint64_t offset, std::span<std::byte> out) {
+    if (mode_ == mode::unchanged) return current_->read(offset, out);
+    if (offset >= size_) return 0;
+    to_staged();
+    auto n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size_ - offset));
+    std::memset(out.data(), 0, n); // holes read as zeros even if pread stops short
+    auto got = ::pread(staging_.get(), out.data(), n, static_cast<off_t>(offset));
+    if (got < 0) sys::fail("cannot read", shown());
+    return n;
+}
+
+void store_file_writer::to_staged() {
+    if (mode_ == mode::staged) return;
+    staging_name_ = ctx_.tmp_name("staging");
+    staging_ =
+        sys::open_at(ctx_.tmp_dir.get(), staging_name_, O_RDWR | O_CREAT | O_EXCL, 0600, shown());
+    std::vector<std::byte> buf;
+    if (mode_ == mode::unchanged) {
+        buf.resize(copy_chunk);
+        for (std::uint64_t off = 0; off < size_;) {
+            auto n = current_->read(off, buf);
+            sys::pwrite_all(staging_.get(), {buf.data(), n}, off, shown());
+            off += n;
+        }
+        current_.reset();
+    } else { // sequential: what is encoded already, then what is not
+        encoder_->drain();
+        for (std::size_t i = 0; i < encoder_->blocks().size(); ++i)
+            sys::pwrite_all(staging_.get(), encoder_->read_back(i), encoder_->blocks()[i].offset,
+                            shown());
+        sys::pwrite_all(staging_.get(), pending_, pending_base_, shown());
+        encoder_.reset();
+        segmenter_.reset();
+        pending_ = {};
+        segments_.clear();
+    }
+    sys::mutation_point();
+    if (::ftruncate(staging_.get(), static_cast<off_t>(size_)) != 0)
+        sys::fail("cannot truncate", shown());
+    mode_ = mode::staged;
+}
+
+bool store_file_writer::commit() {
+    if (!dirty_) return true;
+    std::unique_ptr<object_encoder> staged_encoder;
+    object_encoder* enc = nullptr;
+    if (mode_ == mode::sequential) {
+        auto layout = segmenter_->finish();
+        segments_.assign(layout.segments.begin(), layout.segments.end());
+        emit_blocks(true);
+        encoder_->finish(std::move(layout), "", size_);
+        enc = encoder_.get();
+    } else {
+        staged_encoder = std::make_unique<object_encoder>(ctx_, shown());
+        enc = staged_encoder.get();
+        format::file_layout layout = format::generic_layout(size_);
+        if (size_ > 0) {
+            void* m = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, staging_.get(), 0);
+            if (m == MAP_FAILED) sys::fail("cannot map", shown());
+            layout = format::segment_file({static_cast<const std::byte*>(m), size_});
+            ::munmap(m, size_);
+        }
+        auto plan = format::plan_blocks(layout, nullptr, 0, {.block_size = ctx_.opts.block_size});
+        for (const auto& b : plan) {
+            std::vector<std::byte> block(b.size);
+            sys::pread_exact(staging_.get(), block, b.offset, shown());
+            enc->add(b.offset, std::move(block), b.type);
+        }
+        enc->finish(std::move(layout), "", size_);
+    }
+    auto ino = host_.publish(path_, expected_ino_, *enc, size_);
+    if (mode_ == mode::sequential) {
+        // Further writes after a commit are rare (fsync, then more): they start from what
+        // was committed.
+        encoder_.reset();
+        segmenter_.reset();
+        pending_ = {};
+        segments_.clear();
+        current_ = ino && size_ ? host_.open_version_of(path_) : nullptr;
+        if (current_)
+            mode_ = mode::unchanged;
+        else
+            start_sequential();
+    }
+    if (!ino) return false;
+    expected_ino_ = ino;
+    dirty_ = false;
+    return true;
+}
+
+} // namespace tpde::store

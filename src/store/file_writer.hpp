@@ -1,0 +1,71 @@
+#pragma once
+// The store's file_writer: streams sequential writes through the segmenter and encoder;
+// falls back to a staging file on the store's disk for anything else.
+#include <deque>
+#include <memory>
+
+#include "store/context.hpp"
+#include "store/object_encoder.hpp"
+#include "store/version_reader.hpp"
+#include "tpde/format/stream_segmenter.hpp"
+
+namespace tpde::store {
+
+// What a writer needs from its store: to publish a finished object as the path's new version.
+class version_publisher {
+public:
+    virtual ~version_publisher() = default;
+    // Commits `enc` (finished) as the content of `path`, if `path` is still the file with
+    // inode `expected_ino`. Returns the new file's inode, or 0 when it was not.
+    virtual std::uint64_t publish(const std::string& path, std::uint64_t expected_ino,
+                                  object_encoder& enc, std::uint64_t size) = 0;
+    virtual std::shared_ptr<const version_reader> open_version_of(const std::string& path) = 0;
+};
+
+class store_file_writer : public file_writer {
+public:
+    // `current` is the file's content to start from (null: empty). `dirty`: commit even if
+    // nothing is written (an O_TRUNC of a non-empty file).
+    store_file_writer(store_context& ctx, version_publisher& host, std::string path,
+                      std::uint64_t expected_ino, std::shared_ptr<const version_reader> current,
+                      bool dirty);
+    ~store_file_writer() override;
+
+    void write(std::uint64_t offset, std::span<const std::byte> bytes) override;
+    void truncate(std::uint64_t size) override;
+    std::size_t read(std::uint64_t offset, std::span<std::byte> out) override;
+    std::uint64_t size() const override { return size_; }
+    bool commit() override;
+    void set_path(const std::string& path) override { path_ = path; }
+    bool dirty() const override { return dirty_; }
+
+private:
+    enum class mode { sequential, unchanged, staged };
+    void start_sequential();
+    void to_staged();
+    void emit_blocks(bool final);
+    void emit(std::uint64_t end, std::optional<codec::element_type> type);
+    std::string shown() const { return ctx_.shown_ns(path_); }
+
+    store_context& ctx_;
+    version_publisher& host_;
+    std::string path_;
+    std::uint64_t expected_ino_;
+    bool dirty_;
+    mode mode_;
+    std::uint64_t size_{0};
+    // unchanged: the committed content this writer has not modified yet
+    std::shared_ptr<const version_reader> current_;
+    // sequential
+    std::unique_ptr<format::stream_segmenter> segmenter_;
+    std::unique_ptr<object_encoder> encoder_;
+    std::deque<format::segment> segments_; // known, not yet fully encoded
+    std::vector<std::byte> pending_;       // bytes [pending_base_, size_)
+    std::uint64_t pending_base_{0};
+    std::uint64_t encoded_until_{0};
+    // staged
+    sys::fd staging_;
+    std::string staging_name_;
+};
+
+} // namespace tpde::store

@@ -1,0 +1,140 @@
+// tpde fsck: every file's record, every version's object, every frame decoded.
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <map>
+#include <spdlog/spdlog.h>
+
+#include "store/maintenance.hpp"
+#include "store/store_impl.hpp"
+
+namespace tpde::store {
+namespace {
+
+// Regular files of the namespace by inode (a version record's inode is its file's).
+void walk_ns(int dirfd, const std::string& prefix, std::map<ino_t, std::string>& files,
+             std::vector<std::string>& problems) {
+    for (auto& name : sys::list_dir(dirfd, ".")) {
+        struct stat st {};
+        if (!sys::stat_at(dirfd, name, st)) continue;
+        auto path = prefix.empty() ? name : prefix + "/" + name;
+        if (S_ISDIR(st.st_mode)) {
+            auto d = sys::open_at(dirfd, name, O_RDONLY | O_DIRECTORY, 0, path);
+            walk_ns(d.get(), path, files, problems);
+        } else if (S_ISREG(st.st_mode)) {
+            files[st.st_ino] = path;
+            if (st.st_nlink != 2)
+                problems.push_back(fmt::format("{}: its version record has {} links, not 2 "
+                                               "(not in a chain, or linked twice)",
+                                               path, st.st_nlink));
+        }
+    }
+}
+
+} // namespace
+
+fsck_report store_impl::fsck(bool repair) {
+    fsck_report r;
+    if (repair) check_writable();
+    for (auto& name : sys::list_dir(ctx_.tmp_dir.get(), ".")) {
+        r.problems.push_back("tmp/" + name + ": unfinished write left by a stop");
+    }
+    std::map<ino_t, std::string> files;
+    walk_ns(ctx_.ns_dir.get(), "", files, r.problems);
+    r.files = files.size();
+    std::map<ino_t, bool> in_chain;
+
+    for (auto& id : sys::list_dir(ctx_.chains_dir.get(), ".")) {
+        std::unique_ptr<chain> c;
+        try {
+            c = std::make_unique<chain>(ctx_, id);
+        } catch (const store_error& e) {
+            r.problems.push_back(fmt::format("chains/{}: {}", id, e.what()));
+            continue;
+        }
+        auto versions = sys::list_dir(c->versions(), ".");
+        std::set<std::string> known(versions.begin(), versions.end());
+        for (auto& obj : sys::list_dir(c->objects(), "."))
+            if (!known.count(obj))
+                r.problems.push_back(c->shown("objects/" + obj) +
+                                     ": object of no version (unfinished commit)");
+
+        std::vector<chain::member> ms;
+        {
+            chain_lock lock(c->dir(), false);
+            ms = c->scan();
+        }
+        std::map<std::string, std::string> path_of; // version -> file path (or a description)
+        for (auto& m : ms) {
+            struct stat st {};
+            if (sys::stat_at(c->versions(), m.rec.version, st)) {
+                auto it = files.find(st.st_ino);
+                if (it != files.end()) {
+                    path_of[m.rec.version] = it->second;
+                    in_chain[st.st_ino] = true;
+                }
+            }
+            if (m.links == 1)
+                r.problems.push_back(fmt::format("{}: version no file names (committed as {}; "
+                                                 "unreachable)",
+                                                 c->shown("versions/" + m.rec.version),
+                                                 m.rec.path));
+        }
+        // Paths hurt by a broken version: its own, and those of versions encoded against it.
+        auto affected = [&](const std::string& vid) {
+            std::vector<std::string> out;
+            std::vector<std::string> todo{vid};
+            std::set<std::string> seen;
+            while (!todo.empty()) {
+                auto v = todo.back();
+                todo.pop_back();
+                if (!seen.insert(v).second) continue;
+                if (path_of.count(v)) out.push_back(path_of[v]);
+                for (auto& m : ms)
+                    if (m.base == v) todo.push_back(m.rec.version);
+            }
+            std::string s;
+            for (auto& p : out) s += (s.empty() ? "" : ", ") + p;
+            return s.empty() ? std::string("(no file)") : s;
+        };
+        for (auto& m : ms) {
+            ++r.versions;
+            if (!m.error.empty()) {
+                r.problems.push_back(fmt::format("{}: {}", affected(m.rec.version), m.error));
+                continue;
+            }
+            try {
+                auto before = ctx_.counters.frames_decoded.load();
+                std::shared_ptr<const version_reader> v;
+                {
+                    chain_lock lock(c->dir(), false);
+                    v = c->open_version(m.rec.version, path_of.count(m.rec.version)
+                                                           ? path_of[m.rec.version]
+                                                           : c->shown("versions/" + m.rec.version));
+                }
+                if (v->size() != m.rec.size)
+                    throw corrupt_store(fmt::format("record says {} bytes, object holds {}",
+                                                    m.rec.size, v->size()));
+                for (std::size_t i = 0; i < v->footer().blocks.size(); ++i) v->block(i);
+                r.frames += ctx_.counters.frames_decoded.load() - before;
+            } catch (const store_error& e) {
+                r.problems.push_back(fmt::format("{}: {}", affected(m.rec.version), e.what()));
+            }
+        }
+    }
+    for (auto& [ino, path] : files)
+        if (!in_chain.count(ino)) r.problems.push_back(path + ": names no version of any chain");
+
+    if (repair) {
+        // Only what no file needs: unfinished writes, objects of no version, unnamed versions.
+        recovery_report rec;
+        recover(&rec);
+        r.repaired = rec.removed;
+        std::erase_if(r.problems, [](const std::string& p) {
+            return p.find("unfinished") != std::string::npos ||
+                   p.find("unreachable") != std::string::npos;
+        });
+    }
+    return r;
+}
+
+} // namespace tpde::store

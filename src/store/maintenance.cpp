@@ -1,0 +1,213 @@
+#include "store/maintenance.hpp"
+
+#include <algorithm>
+#include <fcntl.h>
+#include <map>
+#include <spdlog/spdlog.h>
+
+#include "store/object_encoder.hpp"
+#include "tpde/format/block_plan.hpp"
+
+namespace tpde::store {
+namespace {
+
+std::vector<std::string> digit_runs(const std::string& s) {
+    std::vector<std::string> runs;
+    for (std::size_t i = 0; i < s.size();) {
+        if (std::isdigit(static_cast<unsigned char>(s[i]))) {
+            auto j = i;
+            while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+            runs.push_back(s.substr(i, j - i));
+            i = j;
+        } else {
+            ++i;
+        }
+    }
+    return runs;
+}
+
+using members = std::vector<chain::member>;
+
+const chain::member* find(const members& ms, const std::string& vid) {
+    for (const auto& m : ms)
+        if (m.rec.version == vid) return &m;
+    return nullptr;
+}
+
+// Longest chain of versions encoded (transitively) against `vid`.
+unsigned depth_below(const members& ms, const std::string& vid, unsigned guard = 0) {
+    if (guard > 4096) return guard;
+    unsigned d = 0;
+    for (const auto& m : ms)
+        if (m.base == vid && m.error.empty())
+            d = std::max(d, 1 + depth_below(ms, m.rec.version, guard + 1));
+    return d;
+}
+
+std::uint64_t object_uid(const chain& c, const std::string& vid) {
+    auto where = c.shown("objects/" + vid);
+    return object_file(sys::open_at(c.objects(), vid, O_RDONLY, 0, where), where).footer().uid;
+}
+
+} // namespace
+
+std::vector<int> digit_match_score(const std::string& path, const std::string& candidate) {
+    auto a = digit_runs(path), b = digit_runs(candidate);
+    std::vector<int> score;
+    for (std::size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        bool eq = i < a.size() && i < b.size() && a[a.size() - 1 - i] == b[b.size() - 1 - i];
+        score.push_back(eq ? 1 : 0);
+    }
+    return score;
+}
+
+bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base) {
+    std::shared_ptr<const version_reader> target, ref;
+    {
+        chain_lock lock(c.dir(), false);
+        target = c.open_version(vid, c.shown("versions/" + vid));
+        if (!base.empty()) ref = c.open_version(base, c.shown("versions/" + base));
+    }
+    const auto& tf = target->footer();
+    auto plan = format::plan_blocks(tf.layout, ref ? &ref->footer().layout : nullptr,
+                                    ref ? ref->size() : 0, {.block_size = ctx.opts.block_size});
+    object_encoder enc(ctx, c.shown("objects/" + vid));
+    for (const auto& b : plan) {
+        std::vector<std::byte> block(b.size), refbytes(b.ref_size);
+        target->read(b.offset, block);
+        if (b.ref_size) ref->read(b.ref_offset, refbytes);
+        enc.add(b.offset, std::move(block), b.type, b.ref_offset, std::move(refbytes));
+    }
+    enc.finish(tf.layout, base, tf.logical_size);
+    {
+        chain_lock lock(c.dir(), true);
+        struct stat st {};
+        // Someone else re-encoded it meanwhile, or it or its new base is gone: drop ours.
+        if (object_uid(c, vid) != tf.uid) return false;
+        if (!base.empty() && !sys::stat_at(c.versions(), base, st)) return false;
+        enc.writer().publish(c.objects(), vid);
+        sys::fsync_fd(c.objects(), c.shown("objects"));
+    }
+    ctx.cache.forget(tf.uid);
+    ctx.counters.reencodes++;
+    spdlog::debug("chain {}: version {} re-encoded against {} ({} -> {} bytes)", c.id(), vid,
+                  base.empty() ? "nothing" : base, target->object().file_size(),
+                  enc.writer().bytes_written());
+    return true;
+}
+
+bool compact_after_commit(store_context& ctx, const chain& c, const std::string& vid) {
+    members ms;
+    {
+        chain_lock lock(c.dir(), false);
+        ms = c.scan();
+    }
+    const auto* next = find(ms, vid);
+    if (!next || !next->error.empty() || next->rec.size == 0 || next->links < 2) return false;
+    unsigned next_depth = 0;
+    for (const auto* m = next; !m->base.empty() && next_depth < 4096; ++next_depth) {
+        m = find(ms, m->base);
+        if (!m) return false;
+    }
+    const chain::member* best = nullptr;
+    std::vector<int> best_score;
+    for (const auto& m : ms) {
+        if (&m == next || !m.error.empty() || m.links < 2 || !m.base.empty() || m.rec.size == 0 ||
+            m.rec.seq > next->rec.seq)
+            continue;
+        auto score = digit_match_score(next->rec.path, m.rec.path);
+        if (!best || score > best_score || (score == best_score && m.rec.seq > best->rec.seq)) {
+            best = &m;
+            best_score = std::move(score);
+        }
+    }
+    if (!best) return false;
+    // Reading the deepest version below `best` will take one more frame per block.
+    if (next_depth + depth_below(ms, best->rec.version) + 2 > ctx.opts.max_read_depth) {
+        spdlog::debug("chain {}: {} stays standalone (read depth limit {})", c.id(), best->rec.path,
+                      ctx.opts.max_read_depth);
+        return false;
+    }
+    return reencode(ctx, c, best->rec.version, vid);
+}
+
+namespace {
+// After deletions a standalone version (a read-depth keyframe, or one whose newer versions
+// were all deleted) may be able to become a delta again: offer every version its best
+// predecessor, oldest first.
+void relink(store_context& ctx, const chain& c, const members& ms) {
+    std::vector<const chain::member*> order;
+    for (const auto& m : ms) order.push_back(&m);
+    std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->rec.seq < b->rec.seq; });
+    for (const auto* m : order) compact_after_commit(ctx, c, m->rec.version);
+}
+} // namespace
+
+void collect_chain(store_context& ctx, const chain& c) {
+    bool freed = false;
+    for (int round = 0; round < 10000; ++round) {
+        members ms;
+        {
+            chain_lock lock(c.dir(), false);
+            ms = c.scan();
+        }
+        std::vector<const chain::member*> dead;
+        for (const auto& m : ms) {
+            if (!m.error.empty()) {
+                // An unreadable version hides what it was encoded against: free nothing here
+                // until fsck has been looked at.
+                spdlog::warn("chain {}: not collecting: {}", c.id(), m.error);
+                return;
+            }
+            if (m.links == 1) dead.push_back(&m);
+        }
+        if (dead.empty()) {
+            if (freed) relink(ctx, c, ms);
+            return;
+        }
+        bool progress = false;
+        for (const auto* d : dead) {
+            bool needed = std::any_of(ms.begin(), ms.end(),
+                                      [&](const auto& m) { return m.base == d->rec.version; });
+            if (needed) continue;
+            chain_lock lock(c.dir(), true);
+            struct stat st {};
+            // Re-check under the lock: still unnamed, still nothing encoded against it.
+            if (!sys::stat_at(c.versions(), d->rec.version, st) || st.st_nlink != 1) continue;
+            bool now_needed = false;
+            for (const auto& m : c.scan())
+                if (m.base == d->rec.version) now_needed = true;
+            if (now_needed) continue;
+            // Record first: an object without a record is a leftover the next open removes;
+            // a record without its object would be damage.
+            sys::unlink_at(c.versions(), d->rec.version, 0, c.shown("versions/" + d->rec.version));
+            sys::fsync_fd(c.versions(), c.shown("versions"));
+            sys::unlink_at(c.objects(), d->rec.version, 0, c.shown("objects/" + d->rec.version));
+            sys::fsync_fd(c.objects(), c.shown("objects"));
+            ctx.cache.forget(d->uid);
+            ctx.counters.versions_freed++;
+            ctx.counters.bytes_freed += d->stored;
+            spdlog::debug("chain {}: freed version {} ({} bytes)", c.id(), d->rec.version,
+                          d->stored);
+            progress = freed = true;
+        }
+        if (progress) continue;
+        // Every dead version still has versions encoded against it: move those onto the
+        // nearest live ancestor of the dead one (or make them standalone).
+        const auto* d = dead.front();
+        std::string target = d->base;
+        for (int hop = 0; !target.empty() && hop < 4096; ++hop) {
+            const auto* t = find(ms, target);
+            if (!t || !t->error.empty()) {
+                target.clear();
+                break;
+            }
+            if (t->links >= 2) break;
+            target = t->base;
+        }
+        for (const auto& m : ms)
+            if (m.base == d->rec.version) reencode(ctx, c, m.rec.version, target);
+    }
+}
+
+} // namespace tpde::store

@@ -1,0 +1,68 @@
+#include "store/object_encoder.hpp"
+
+#include <memory>
+
+#include "tpde/codec/codec.hpp"
+
+namespace tpde::store {
+
+object_encoder::object_encoder(store_context& ctx, const std::string& shown)
+    : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown),
+      pipe_(ctx.pool.get(), 2 * (ctx.pool ? ctx.pool->size() : 1)) {}
+
+void object_encoder::consume(encoded&& e) {
+    e.entry.frame_pos = writer_.append(e.frame);
+    e.entry.frame_len = static_cast<std::uint32_t>(e.frame.size());
+    if (e.info.type != codec::element_type::bytes) {
+        elements_ += e.info.elements;
+        changed_ += e.info.changed;
+    }
+    blocks_.push_back(e.entry);
+}
+
+void object_encoder::add(std::uint64_t offset, std::vector<std::byte> block,
+                         std::optional<codec::element_type> type, std::uint64_t ref_offset,
+                         std::vector<std::byte> ref) {
+    if (block.empty()) return;
+    codec::encode_options opts;
+    opts.type = type;
+    opts.zstd_level = ctx_.opts.zstd_level;
+    block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
+                      ref_offset, static_cast<std::uint32_t>(ref.size())};
+    // Shared pointers: std::function-free jobs must be copyable for packaged_task.
+    auto b = std::make_shared<std::vector<std::byte>>(std::move(block));
+    auto r = std::make_shared<std::vector<std::byte>>(std::move(ref));
+    pipe_.push(
+        [b, r, opts, entry] {
+            encoded e{entry, {}, {}};
+            e.frame = codec::encode(*b, *r, opts, &e.info);
+            return e;
+        },
+        [this](encoded&& e) { consume(std::move(e)); });
+}
+
+void object_encoder::drain() {
+    pipe_.drain([this](encoded&& e) { consume(std::move(e)); });
+}
+
+void object_encoder::finish(format::file_layout layout, std::string base, std::uint64_t size) {
+    drain();
+    object_footer f;
+    f.logical_size = size;
+    f.base_version = std::move(base);
+    f.blocks = blocks_;
+    f.layout = std::move(layout);
+    f.elements = elements_;
+    f.changed = changed_;
+    writer_.finish(std::move(f));
+    ctx_.counters.bytes_written += writer_.bytes_written();
+}
+
+std::vector<std::byte> object_encoder::read_back(std::size_t block) {
+    const auto& b = blocks_.at(block);
+    codec::decode_options o;
+    o.max_raw_size = b.size;
+    return codec::decode(writer_.read_frame(b.frame_pos, b.frame_len), {}, o);
+}
+
+} // namespace tpde::store

@@ -1,0 +1,46 @@
+#pragma once
+// Encodes a version's blocks on the store's pool into an object, in file order, with at most
+// two blocks per worker in flight (memory stays a few blocks whatever the file size).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/context.hpp"
+#include "store/object_file.hpp"
+#include "tpde/codec/codec.hpp"
+#include "tpde/util/ordered_pipeline.hpp"
+
+namespace tpde::store {
+
+class object_encoder {
+public:
+    object_encoder(store_context& ctx, const std::string& shown);
+    // Encodes `block` (at `offset` in the version) against `ref` (bytes [ref_offset, +size)
+    // of the base version; empty: none).
+    void add(std::uint64_t offset, std::vector<std::byte> block,
+             std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
+             std::vector<std::byte> ref = {});
+    // Waits for every block added so far to be in the object.
+    void drain();
+    // Drains, writes the footer and fsyncs; then publish() through writer().
+    void finish(format::file_layout layout, std::string base, std::uint64_t size);
+    const std::vector<block_entry>& blocks() const { return blocks_; }
+    object_writer& writer() { return writer_; }
+    // Decodes a block written earlier (a standalone one: no reference).
+    std::vector<std::byte> read_back(std::size_t block);
+
+private:
+    struct encoded {
+        block_entry entry;
+        std::vector<std::byte> frame;
+        codec::encode_info info;
+    };
+    void consume(encoded&& e);
+    store_context& ctx_;
+    object_writer writer_;
+    util::ordered_pipeline<encoded> pipe_;
+    std::vector<block_entry> blocks_;
+    std::uint64_t elements_{0}, changed_{0};
+};
+
+} // namespace tpde::store

@@ -1,0 +1,229 @@
+#include "store/object_file.hpp"
+
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <random>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "codec/byte_io.hpp"
+
+namespace tpde::store {
+namespace {
+
+constexpr char header_magic[8] = {'T', 'P', 'D', 'O', 'B', 'J', 0, 1};
+constexpr char tail_magic[8] = {'T', 'P', 'D', 'O', 'E', 'N', 'D', '1'};
+constexpr std::size_t write_buffer_size = 1u << 20;
+constexpr std::uint8_t no_type = 0xff;
+
+using codec::detail::byte_sink;
+using codec::detail::byte_source;
+using codec::detail::load_le;
+using codec::detail::store_le;
+
+} // namespace
+
+std::uint64_t new_object_uid() {
+    // Unique across processes and hosts sharing a store: random, never derived from a
+    // counter or a pid.
+    static thread_local std::mt19937_64 rng{[] {
+        std::random_device rd;
+        return (std::uint64_t{rd()} << 32) ^ rd();
+    }()};
+    std::uint64_t v;
+    do v = rng();
+    while (v == 0);
+    return v;
+}
+
+std::vector<std::byte> encode_footer(const object_footer& f) {
+    std::vector<std::byte> out;
+    byte_sink s(out);
+    s.put<std::uint64_t>(f.uid);
+    s.put<std::uint64_t>(f.logical_size);
+    s.put<std::uint16_t>(static_cast<std::uint16_t>(f.base_version.size()));
+    s.put_bytes(std::as_bytes(std::span(f.base_version)));
+    s.put<std::uint32_t>(static_cast<std::uint32_t>(f.blocks.size()));
+    for (const auto& b : f.blocks) {
+        s.put<std::uint64_t>(b.offset);
+        s.put<std::uint32_t>(b.size);
+        s.put<std::uint64_t>(b.frame_pos);
+        s.put<std::uint32_t>(b.frame_len);
+        s.put<std::uint64_t>(b.ref_offset);
+        s.put<std::uint32_t>(b.ref_size);
+    }
+    s.put<std::uint8_t>(static_cast<std::uint8_t>(f.layout.kind));
+    s.put<std::uint32_t>(static_cast<std::uint32_t>(f.layout.segments.size()));
+    for (const auto& seg : f.layout.segments) {
+        s.put<std::uint16_t>(static_cast<std::uint16_t>(seg.name.size()));
+        s.put_bytes(std::as_bytes(std::span(seg.name)));
+        s.put<std::uint64_t>(seg.offset);
+        s.put<std::uint64_t>(seg.length);
+        s.put<std::uint8_t>(seg.type ? static_cast<std::uint8_t>(*seg.type) : no_type);
+    }
+    s.put<std::uint64_t>(f.elements);
+    s.put<std::uint64_t>(f.changed);
+    return out;
+}
+
+object_footer decode_footer(std::span<const std::byte> bytes, const std::string& shown) {
+    try {
+        byte_source s(bytes);
+        object_footer f;
+        f.uid = s.get<std::uint64_t>();
+        f.logical_size = s.get<std::uint64_t>();
+        auto base = s.get_bytes(s.get<std::uint16_t>());
+        f.base_version.assign(reinterpret_cast<const char*>(base.data()), base.size());
+        auto nblocks = s.get<std::uint32_t>();
+        if (nblocks > s.remaining() / 36) throw corrupt_store(shown + ": block table truncated");
+        f.blocks.resize(nblocks);
+        std::uint64_t expect = 0;
+        for (auto& b : f.blocks) {
+            b.offset = s.get<std::uint64_t>();
+            b.size = s.get<std::uint32_t>();
+            b.frame_pos = s.get<std::uint64_t>();
+            b.frame_len = s.get<std::uint32_t>();
+            b.ref_offset = s.get<std::uint64_t>();
+            b.ref_size = s.get<std::uint32_t>();
+            if (b.offset != expect || b.size == 0)
+                throw corrupt_store(shown + ": block table has gaps");
+            expect += b.size;
+        }
+        if (expect != f.logical_size)
+            throw corrupt_store(shown + ": blocks do not add up to the file size");
+        auto kind = s.get<std::uint8_t>();
+        if (kind > static_cast<std::uint8_t>(format::layout_kind::distcp))
+            throw corrupt_store(shown + ": unknown layout kind");
+        f.layout.kind = static_cast<format::layout_kind>(kind);
+        auto nseg = s.get<std::uint32_t>();
+        if (nseg > s.remaining() / 19) throw corrupt_store(shown + ": segment table truncated");
+        f.layout.segments.resize(nseg);
+        for (auto& seg : f.layout.segments) {
+            auto name = s.get_bytes(s.get<std::uint16_t>());
+            seg.name.assign(reinterpret_cast<const char*>(name.data()), name.size());
+            seg.offset = s.get<std::uint64_t>();
+            seg.length = s.get<std::uint64_t>();
+            auto t = s.get<std::uint8_t>();
+            if (t != no_type) {
+                if (!codec::is_valid(t)) throw corrupt_store(shown + ": unknown element type");
+                seg.type = static_cast<codec::element_type>(t);
+            }
+        }
+        f.elements = s.get<std::uint64_t>();
+        f.changed = s.get<std::uint64_t>();
+        if (s.remaining() != 0) throw corrupt_store(shown + ": trailing bytes in footer");
+        return f;
+    } catch (const codec::decode_error&) {
+        throw corrupt_store(shown + ": object footer truncated");
+    }
+}
+
+object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown)
+    : dirfd_(dirfd), tmp_name_(std::move(tmp_name)), shown_(std::move(shown)),
+      uid_(new_object_uid()) {
+    fd_ = sys::open_at(dirfd_, tmp_name_, O_RDWR | O_CREAT | O_EXCL, 0600, shown_);
+    buffer_.reserve(write_buffer_size);
+    std::byte h[object_header_size];
+    std::memcpy(h, header_magic, 8);
+    store_le<std::uint64_t>(h + 8, uid_);
+    buffer_.insert(buffer_.end(), h, h + object_header_size);
+}
+
+object_writer::~object_writer() {
+    if (published_) return;
+    fd_.reset();
+    try {
+        sys::remove_if_exists(dirfd_, tmp_name_);
+    } catch (...) { // a simulated crash, or the disk went away: recovery removes it later
+    }
+}
+
+void object_writer::flush() {
+    if (buffer_.empty()) return;
+    sys::pwrite_all(fd_.get(), buffer_, pos_, shown_);
+    pos_ += buffer_.size();
+    buffer_.clear();
+}
+
+std::uint64_t object_writer::append(std::span<const std::byte> frame) {
+    auto at = bytes_written();
+    if (buffer_.size() + frame.size() > write_buffer_size) flush();
+    if (frame.size() >= write_buffer_size) {
+        sys::pwrite_all(fd_.get(), frame, pos_, shown_);
+        pos_ += frame.size();
+    } else {
+        buffer_.insert(buffer_.end(), frame.begin(), frame.end());
+    }
+    return at;
+}
+
+std::vector<std::byte> object_writer::read_frame(std::uint64_t pos, std::uint32_t len) {
+    std::vector<std::byte> out(len);
+    if (pos >= pos_) {
+        std::memcpy(out.data(), buffer_.data() + (pos - pos_), len);
+        return out;
+    }
+    flush();
+    sys::pread_exact(fd_.get(), out, pos, shown_);
+    return out;
+}
+
+void object_writer::finish(object_footer footer) {
+    footer.uid = uid_;
+    auto body = encode_footer(footer);
+    auto footer_pos = bytes_written();
+    std::byte tail[object_tail_size];
+    store_le<std::uint64_t>(tail, footer_pos);
+    store_le<std::uint64_t>(tail + 8, body.size());
+    store_le<std::uint64_t>(tail + 16, XXH3_64bits(body.data(), body.size()));
+    std::memcpy(tail + 24, tail_magic, 8);
+    append(body);
+    append({tail, object_tail_size});
+    flush();
+    sys::fsync_fd(fd_.get(), shown_);
+}
+
+void object_writer::publish(int to_dir, const std::string& to_name) {
+    sys::rename_at(dirfd_, tmp_name_, to_dir, to_name, 0, shown_);
+    published_ = true;
+}
+
+object_file::object_file(sys::fd f, std::string shown)
+    : fd_(std::move(f)), shown_(std::move(shown)) {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) sys::fail("cannot stat", shown_);
+    file_size_ = static_cast<std::uint64_t>(st.st_size);
+    if (file_size_ < object_header_size + object_tail_size)
+        throw corrupt_store(shown_ + ": object truncated");
+    std::byte head[object_header_size], tail[object_tail_size];
+    sys::pread_exact(fd_.get(), head, 0, shown_);
+    sys::pread_exact(fd_.get(), tail, file_size_ - object_tail_size, shown_);
+    if (std::memcmp(head, header_magic, 8) != 0 || std::memcmp(tail + 24, tail_magic, 8) != 0)
+        throw corrupt_store(shown_ + ": not a tpdefs object (bad magic)");
+    auto pos = load_le<std::uint64_t>(tail);
+    auto len = load_le<std::uint64_t>(tail + 8);
+    if (pos < object_header_size || len > file_size_ - object_tail_size - pos ||
+        pos + len != file_size_ - object_tail_size)
+        throw corrupt_store(shown_ + ": object footer out of bounds");
+    std::vector<std::byte> body(len);
+    sys::pread_exact(fd_.get(), body, pos, shown_);
+    if (XXH3_64bits(body.data(), body.size()) != load_le<std::uint64_t>(tail + 16))
+        throw corrupt_store(shown_ + ": object footer checksum mismatch");
+    footer_ = decode_footer(body, shown_);
+    if (footer_.uid != load_le<std::uint64_t>(head + 8))
+        throw corrupt_store(shown_ + ": object header and footer disagree");
+    for (const auto& b : footer_.blocks)
+        if (b.frame_pos < object_header_size || b.frame_len > pos ||
+            b.frame_pos > pos - b.frame_len)
+            throw corrupt_store(shown_ + ": block frame out of bounds");
+}
+
+std::vector<std::byte> object_file::read_frame(std::size_t block) const {
+    const auto& b = footer_.blocks.at(block);
+    std::vector<std::byte> out(b.frame_len);
+    sys::pread_exact(fd_.get(), out, b.frame_pos, shown_);
+    return out;
+}
+
+} // namespace tpde::store

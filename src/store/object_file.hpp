@@ -1,0 +1,96 @@
+#pragma once
+// An object: the immutable file holding one version's encoded blocks. Frames are appended as
+// they are encoded; a footer at the end lists every block (where its frame is, which range
+// of the base version it was encoded against) and the version's segment layout, so a later
+// re-encoding can match segments by name without parsing the file again.
+//
+//   header  16 B: "TPDOBJ" 0 1, u64 object uid
+//   frames  (codec frames, each self-checking)
+//   footer  (binary, little-endian; see docs/store-format.md)
+//   tail    32 B: u64 footer offset, u64 footer length, u64 XXH3-64 of the footer, "TPDOEND1"
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "store/sys.hpp"
+#include "tpde/format/segment.hpp"
+
+namespace tpde::store {
+
+struct block_entry {
+    std::uint64_t offset{0}; // in the version's content
+    std::uint32_t size{0};
+    std::uint64_t frame_pos{0}; // in the object file
+    std::uint32_t frame_len{0};
+    std::uint64_t ref_offset{0}; // in the base version's content
+    std::uint32_t ref_size{0};   // 0: the block has no reference
+};
+
+struct object_footer {
+    std::uint64_t uid{0};
+    std::uint64_t logical_size{0};
+    std::string base_version; // empty: standalone, decodable alone
+    std::vector<block_entry> blocks;
+    format::file_layout layout;
+    std::uint64_t elements{0}, changed{0}; // typed elements against the base, for stats
+};
+
+inline constexpr std::size_t object_header_size = 16;
+inline constexpr std::size_t object_tail_size = 32;
+
+std::uint64_t new_object_uid();
+
+// Writes an object under a temporary name; publish() renames it into place after an fsync.
+// Destroyed unpublished (an error midway), the temporary file is removed.
+class object_writer {
+public:
+    object_writer(int dirfd, std::string tmp_name, std::string shown);
+    ~object_writer();
+    object_writer(const object_writer&) = delete;
+    object_writer& operator=(const object_writer&) = delete;
+
+    std::uint64_t uid() const { return uid_; }
+    // Appends a frame and returns its offset in the object.
+    std::uint64_t append(std::span<const std::byte> frame);
+    // Writes footer and tail, fsyncs. `footer.uid` is set from this writer.
+    void finish(object_footer footer);
+    // Atomically replaces `to_dir/to_name` with this object (the caller fsyncs to_dir).
+    void publish(int to_dir, const std::string& to_name);
+    std::uint64_t bytes_written() const { return pos_ + buffer_.size(); }
+    // Reads back a frame written earlier (buffered or not).
+    std::vector<std::byte> read_frame(std::uint64_t pos, std::uint32_t len);
+
+private:
+    void flush();
+    int dirfd_;
+    std::string tmp_name_, shown_;
+    sys::fd fd_;
+    std::uint64_t uid_;
+    std::uint64_t pos_{0}; // bytes on disk
+    std::vector<std::byte> buffer_;
+    bool published_{false};
+};
+
+// A published object opened for reading: footer parsed and checked.
+class object_file {
+public:
+    // Throws corrupt_store naming `shown` when the footer is damaged.
+    object_file(sys::fd f, std::string shown);
+    const object_footer& footer() const { return footer_; }
+    std::uint64_t file_size() const { return file_size_; }
+    std::vector<std::byte> read_frame(std::size_t block) const;
+    const std::string& shown() const { return shown_; }
+
+private:
+    sys::fd fd_;
+    std::string shown_;
+    object_footer footer_;
+    std::uint64_t file_size_{0};
+};
+
+// Serialisation, exposed for tests and fsck.
+std::vector<std::byte> encode_footer(const object_footer& f);
+object_footer decode_footer(std::span<const std::byte> bytes, const std::string& shown);
+
+} // namespace tpde::store

@@ -1,0 +1,181 @@
+#include "store/sys.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <stdio.h>
+#include <unistd.h>
+
+namespace tpde::store::sys {
+
+void fd::reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+void fail(int err, const std::string& what, const std::string& path) {
+    throw store_error(err, fmt::format("{} {}: {}", what, path, std::strerror(err)));
+}
+void fail(const std::string& what, const std::string& path) {
+    fail(errno, what, path);
+}
+
+namespace {
+std::atomic<long> crash_countdown{-1}; // -1: disarmed
+std::atomic<bool> crash_happened{false};
+} // namespace
+
+void arm_crash_after(long n) {
+    crash_happened = false;
+    crash_countdown = n;
+}
+void disarm_crash() {
+    crash_countdown = -1;
+    crash_happened = false;
+}
+bool crashed() {
+    return crash_happened;
+}
+
+void mutation_point() {
+    if (crash_happened) throw injected_crash();
+    if (crash_countdown.load(std::memory_order_relaxed) < 0) return;
+    if (crash_countdown.fetch_sub(1) == 0) {
+        crash_happened = true;
+        throw injected_crash();
+    }
+}
+
+fd open_at(int dirfd, const std::string& rel, int flags, mode_t mode, const std::string& shown) {
+    if (flags & (O_CREAT | O_TRUNC | O_WRONLY | O_RDWR)) mutation_point();
+    int f = ::openat(dirfd, rel.c_str(), flags | O_CLOEXEC, mode);
+    if (f < 0) fail("cannot open", shown);
+    return fd(f);
+}
+
+fd open_dir(const std::string& path) {
+    int f = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f < 0) fail("cannot open directory", path);
+    return fd(f);
+}
+
+void write_all(int f, std::span<const std::byte> bytes, const std::string& shown) {
+    mutation_point();
+    while (!bytes.empty()) {
+        auto n = ::write(f, bytes.data(), bytes.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", shown);
+        }
+        bytes = bytes.subspan(static_cast<std::size_t>(n));
+    }
+}
+
+void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
+                const std::string& shown) {
+    mutation_point();
+    while (!bytes.empty()) {
+        auto n = ::pwrite(f, bytes.data(), bytes.size(), static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", shown);
+        }
+        bytes = bytes.subspan(static_cast<std::size_t>(n));
+        off += static_cast<std::uint64_t>(n);
+    }
+}
+
+void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown) {
+    while (!out.empty()) {
+        auto n = ::pread(f, out.data(), out.size(), static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot read", shown);
+        }
+        if (n == 0) throw corrupt_store(fmt::format("{}: unexpected end of file", shown));
+        out = out.subspan(static_cast<std::size_t>(n));
+        off += static_cast<std::uint64_t>(n);
+    }
+}
+
+void fsync_fd(int f, const std::string& shown) {
+    mutation_point();
+    if (::fsync(f) != 0) fail("cannot fsync", shown);
+}
+
+void fsync_dir(int dirfd, const std::string& rel, const std::string& shown) {
+    mutation_point();
+    int f = ::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f < 0) fail("cannot open directory", shown);
+    fd guard(f);
+    if (::fsync(f) != 0) fail("cannot fsync", shown);
+}
+
+void rename_at(int from_dir, const std::string& from, int to_dir, const std::string& to,
+               unsigned flags, const std::string& shown) {
+    mutation_point();
+    if (::renameat2(from_dir, from.c_str(), to_dir, to.c_str(), flags) != 0)
+        fail("cannot rename", shown);
+}
+
+void link_at(int from_dir, const std::string& from, int to_dir, const std::string& to,
+             const std::string& shown) {
+    mutation_point();
+    if (::linkat(from_dir, from.c_str(), to_dir, to.c_str(), 0) != 0) fail("cannot link", shown);
+}
+
+void unlink_at(int dirfd, const std::string& rel, int flags, const std::string& shown) {
+    mutation_point();
+    if (::unlinkat(dirfd, rel.c_str(), flags) != 0) fail("cannot remove", shown);
+}
+
+bool remove_if_exists(int dirfd, const std::string& rel, int flags) {
+    mutation_point();
+    if (::unlinkat(dirfd, rel.c_str(), flags) == 0) return true;
+    if (errno == ENOENT) return false;
+    fail("cannot remove", rel);
+}
+
+bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow) {
+    if (::fstatat(dirfd, rel.c_str(), &st, follow ? 0 : AT_SYMLINK_NOFOLLOW) == 0) return true;
+    if (errno == ENOENT) return false;
+    fail("cannot stat", rel);
+}
+
+std::vector<std::string> list_dir(int dirfd, const std::string& rel) {
+    int f = ::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f < 0) fail("cannot open directory", rel);
+    DIR* d = ::fdopendir(f);
+    if (!d) {
+        ::close(f);
+        fail("cannot read directory", rel);
+    }
+    std::vector<std::string> names;
+    while (auto* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(std::move(n));
+    }
+    ::closedir(d);
+    return names;
+}
+
+std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown) {
+    auto f = open_at(dirfd, rel, O_RDONLY, 0, shown);
+    std::string s;
+    char buf[4096];
+    for (;;) {
+        auto n = ::read(f.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot read", shown);
+        }
+        if (n == 0) break;
+        s.append(buf, static_cast<std::size_t>(n));
+        if (s.size() > (1u << 20)) throw corrupt_store(shown + ": record larger than 1 MiB");
+    }
+    return s;
+}
+
+} // namespace tpde::store::sys

@@ -1,0 +1,75 @@
+#pragma once
+// The store's system calls: RAII descriptors, errors as store_error naming the path, and a
+// fault injector that tests use to simulate a crash after any mutating call of a commit.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+#include "tpde/store/error.hpp"
+
+namespace tpde::store::sys {
+
+class fd {
+public:
+    fd() = default;
+    explicit fd(int f) : fd_(f) {}
+    ~fd() { reset(); }
+    fd(fd&& o) noexcept : fd_(o.release()) {}
+    fd& operator=(fd&& o) noexcept {
+        if (this != &o) {
+            reset();
+            fd_ = o.release();
+        }
+        return *this;
+    }
+    int get() const { return fd_; }
+    explicit operator bool() const { return fd_ >= 0; }
+    int release() {
+        int f = fd_;
+        fd_ = -1;
+        return f;
+    }
+    void reset();
+
+private:
+    int fd_{-1};
+};
+
+// Throws store_error(errno) with "<what> <path>: <strerror>".
+[[noreturn]] void fail(const std::string& what, const std::string& path);
+[[noreturn]] void fail(int err, const std::string& what, const std::string& path);
+
+// Crash simulation. arm(n): the n-th mutating call from now on throws injected_crash, and so
+// does every one after it (a dead process does nothing more), until disarm().
+struct injected_crash : std::runtime_error {
+    injected_crash() : std::runtime_error("injected crash") {}
+};
+void arm_crash_after(long n);
+void disarm_crash();
+bool crashed();
+// Called before every mutating system call.
+void mutation_point();
+
+// Path-relative-to-directory calls (dirfd may be AT_FDCWD). `shown` names the file in errors.
+fd open_at(int dirfd, const std::string& rel, int flags, mode_t mode, const std::string& shown);
+fd open_dir(const std::string& path);
+void write_all(int f, std::span<const std::byte> bytes, const std::string& shown);
+void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
+                const std::string& shown);
+void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown);
+void fsync_fd(int f, const std::string& shown);
+void fsync_dir(int dirfd, const std::string& rel, const std::string& shown);
+void rename_at(int from_dir, const std::string& from, int to_dir, const std::string& to,
+               unsigned flags, const std::string& shown);
+void link_at(int from_dir, const std::string& from, int to_dir, const std::string& to,
+             const std::string& shown);
+void unlink_at(int dirfd, const std::string& rel, int flags, const std::string& shown);
+// Unlink that tolerates ENOENT; returns whether something was removed.
+bool remove_if_exists(int dirfd, const std::string& rel, int flags = 0);
+bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow = false);
+std::vector<std::string> list_dir(int dirfd, const std::string& rel);
+std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown);
+
+} // namespace tpde::store::sys

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <sys/statvfs.h>
 #include <thread>
 #include <vector>
 

@@ -1,0 +1,423 @@
+#include "fs/filesystem.hpp"
+
+#include "fs/fuse_ops.hpp" // FUSE_SET_ATTR_* bits
+#include <algorithm>
+#include <chrono>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace tpde::fs {
+namespace {
+
+constexpr const char* virtual_prefix = "user.tpde.";
+
+std::vector<std::byte> text_bytes(const std::string& s) {
+    auto b = std::as_bytes(std::span(s));
+    return {b.begin(), b.end()};
+}
+
+timespec now() {
+    timespec t{};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    return t;
+}
+
+} // namespace
+
+filesystem::filesystem(store::store& s, fs_options opts) : store_(s), opts_(opts) {}
+
+std::string filesystem::path(std::uint64_t node) const {
+    auto p = nodes_.path_of(node);
+    if (!p) throw store::store_error(ENOENT, "no such file (unlinked)");
+    return *p;
+}
+
+struct stat filesystem::to_stat(std::uint64_t node, const store::file_stat& f) const {
+    struct stat st {};
+    st.st_ino = node;
+    switch (f.type) {
+    case store::entry_type::directory:
+        st.st_mode = S_IFDIR;
+        break;
+    case store::entry_type::symlink:
+        st.st_mode = S_IFLNK;
+        break;
+    default:
+        st.st_mode = S_IFREG;
+        break;
+    }
+    st.st_mode |= f.mode;
+    st.st_nlink = f.type == store::entry_type::directory ? 2 : 1;
+    st.st_size = static_cast<off_t>(f.size);
+    st.st_blocks = static_cast<blkcnt_t>((f.stored_bytes + 511) / 512);
+    st.st_blksize = 128 << 10;
+    st.st_uid = f.uid;
+    st.st_gid = f.gid;
+    st.st_atim = f.atime;
+    st.st_mtim = f.mtime;
+    st.st_ctim = f.ctime;
+    return st;
+}
+
+struct stat filesystem::getattr(std::uint64_t node) {
+    auto p = nodes_.path_of(node);
+    auto f = nodes_.file_of(node);
+    if (!p) {
+        // Unlinked while open: what the open file holds.
+        if (!f) throw store::store_error(ENOENT, "no such file");
+        struct stat st {};
+        st.st_ino = node;
+        st.st_mode = S_IFREG | 0644;
+        st.st_nlink = 0;
+        std::shared_lock lock(f->mutex);
+        st.st_size = f->writer ? static_cast<off_t>(f->writer->size()) : 0;
+        return st;
+    }
+    auto st = to_stat(node, store_.stat(*p));
+    if (f) {
+        std::shared_lock lock(f->mutex);
+        if (f->writer) st.st_size = static_cast<off_t>(f->writer->size());
+    }
+    return st;
+}
+
+entry filesystem::lookup(std::uint64_t parent, const std::string& name) {
+    auto p = nodes_.child_path(parent, name);
+    auto fst = store_.stat(p);
+    auto node = nodes_.lookup(p);
+    auto st = to_stat(node, fst);
+    if (auto f = nodes_.file_of(node)) {
+        std::shared_lock lock(f->mutex);
+        if (f->writer) st.st_size = static_cast<off_t>(f->writer->size());
+    }
+    return {node, st};
+}
+
+entry filesystem::lookup_listed(std::uint64_t dir, const store::dir_entry& e) {
+    return lookup(dir, e.name);
+}
+
+struct stat filesystem::setattr(std::uint64_t node, const struct stat& attr, int to_set,
+                                handle* h) {
+    auto p = path(node);
+    if (to_set & FUSE_SET_ATTR_MODE) store_.chmod(p, attr.st_mode & 07777);
+    if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        auto cur = store_.stat(p);
+        if (((to_set & FUSE_SET_ATTR_UID) && attr.st_uid != cur.uid) ||
+            ((to_set & FUSE_SET_ATTR_GID) && attr.st_gid != cur.gid))
+            throw store::store_error(EPERM, "changing owners is not supported");
+    }
+    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                  FUSE_SET_ATTR_MTIME_NOW)) {
+        std::optional<timespec> a, m;
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+            a = now();
+        else if (to_set & FUSE_SET_ATTR_ATIME)
+            a = attr.st_atim;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            m = now();
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            m = attr.st_mtim;
+        store_.utimens(p, a, m);
+    }
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        auto f = h ? h->file : nodes_.file_of(node);
+        bool done = false;
+        if (f) {
+            std::unique_lock lock(f->mutex);
+            if (f->writer) {
+                f->writer->truncate(static_cast<std::uint64_t>(attr.st_size));
+                done = true;
+            }
+        }
+        if (!done) store_.truncate(p, static_cast<std::uint64_t>(attr.st_size));
+    }
+    return getattr(node);
+}
+
+entry filesystem::mkdir(std::uint64_t parent, const std::string& name, mode_t mode) {
+    store_.mkdir(nodes_.child_path(parent, name), mode & 07777);
+    return lookup(parent, name);
+}
+
+void filesystem::rmdir(std::uint64_t parent, const std::string& name) {
+    auto p = nodes_.child_path(parent, name);
+    store_.rmdir(p);
+    nodes_.unlinked(p);
+}
+
+void filesystem::unlink(std::uint64_t parent, const std::string& name) {
+    auto p = nodes_.child_path(parent, name);
+    store_.unlink(p);
+    nodes_.unlinked(p);
+}
+
+void filesystem::rename(std::uint64_t parent, const std::string& name, std::uint64_t new_parent,
+                        const std::string& new_name, unsigned flags) {
+    auto from = nodes_.child_path(parent, name);
+    auto to = nodes_.child_path(new_parent, new_name);
+    // Files being written below `from` commit under their new path: hold them still while
+    // the namespace moves, so no commit can land in between under the old one.
+    auto open = nodes_.files_under(from);
+    if (flags & RENAME_EXCHANGE) {
+        auto more = nodes_.files_under(to);
+        open.insert(open.end(), more.begin(), more.end());
+    }
+    std::sort(open.begin(), open.end(),
+              [](auto& a, auto& b) { return a.second.get() < b.second.get(); });
+    open.erase(std::unique(open.begin(), open.end(),
+                           [](auto& a, auto& b) { return a.second == b.second; }),
+               open.end());
+    std::vector<std::unique_lock<std::shared_mutex>> locks;
+    for (auto& [id, f] : open) locks.emplace_back(f->mutex);
+    store_.rename(from, to, flags);
+    if (flags & RENAME_EXCHANGE)
+        nodes_.exchanged(from, to);
+    else
+        nodes_.moved(from, to);
+    for (auto& [id, f] : open)
+        if (f->writer)
+            if (auto np = nodes_.path_of(id)) f->writer->set_path(*np);
+}
+
+entry filesystem::symlink(const std::string& target, std::uint64_t parent,
+                          const std::string& name) {
+    store_.symlink(target, nodes_.child_path(parent, name));
+    return lookup(parent, name);
+}
+
+std::string filesystem::readlink(std::uint64_t node) {
+    return store_.readlink(path(node));
+}
+
+std::shared_ptr<open_file> filesystem::attach(std::uint64_t node) {
+    std::lock_guard lock(files_mutex_);
+    auto f = nodes_.file_of(node);
+    if (!f) {
+        f = std::make_shared<open_file>();
+        nodes_.set_file(node, f);
+    }
+    f->handles++;
+    return f;
+}
+
+void filesystem::detach(std::uint64_t node, const std::shared_ptr<open_file>& f) {
+    std::lock_guard lock(files_mutex_);
+    if (--f->handles == 0) nodes_.set_file(node, nullptr);
+}
+
+std::unique_ptr<handle> filesystem::open(std::uint64_t node, int flags, bool& keep_cache) {
+    auto p = path(node);
+    auto st = store_.stat(p);
+    if (st.type == store::entry_type::directory)
+        throw store::store_error(EISDIR, p + ": is a directory");
+    auto h = std::make_unique<handle>();
+    h->node = node;
+    h->writes = (flags & O_ACCMODE) != O_RDONLY;
+    h->append = flags & O_APPEND;
+    h->file = attach(node);
+    try {
+        std::unique_lock lock(h->file->mutex);
+        auto token = std::to_string(st.ino); // the version record: new with every commit
+        if (h->writes) {
+            if (!h->file->writer)
+                h->file->writer = store_.open_writer(p, flags & O_TRUNC);
+            else if (flags & O_TRUNC)
+                h->file->writer->truncate(0);
+            h->file->writing_handles++;
+            keep_cache = false;
+        } else {
+            if (!h->file->writer) h->reader = store_.open_reader(p);
+            // Pages the kernel cached stay valid while the same version is opened again.
+            keep_cache = !h->file->writer && h->file->committed_version == token;
+        }
+        h->file->committed_version = h->file->writer ? "" : token;
+    } catch (...) {
+        detach(node, h->file);
+        throw;
+    }
+    return h;
+}
+
+std::pair<entry, std::unique_ptr<handle>>
+filesystem::create(std::uint64_t parent, const std::string& name, mode_t mode, int flags) {
+    auto p = nodes_.child_path(parent, name);
+    store_.create(p, mode & 07777, flags & O_EXCL);
+    auto e = lookup(parent, name);
+    bool keep = false;
+    try {
+        auto h = open(e.node, flags, keep);
+        return {e, std::move(h)};
+    } catch (...) {
+        nodes_.forget(e.node, 1);
+        throw;
+    }
+}
+
+std::size_t filesystem::read(handle& h, std::uint64_t offset, std::span<std::byte> out) {
+    {
+        // The common case, a committed file: readers run in parallel.
+        std::shared_lock lock(h.file->mutex);
+        if (!h.file->writer && h.reader) {
+            auto n = h.reader->read(offset, out);
+            bytes_read_ += n;
+            return n;
+        }
+    }
+    std::unique_lock lock(h.file->mutex);
+    std::size_t n = 0;
+    if (h.file->writer) {
+        n = h.file->writer->read(offset, out);
+    } else {
+        // Opened while another handle was writing; that one has committed and closed since.
+        if (!h.reader) h.reader = store_.open_reader(path(h.node));
+        n = h.reader->read(offset, out);
+    }
+    bytes_read_ += n;
+    return n;
+}
+
+std::size_t filesystem::write(handle& h, std::uint64_t offset, std::span<const std::byte> in) {
+    if (!h.writes) throw store::store_error(EBADF, "file not open for writing");
+    std::unique_lock lock(h.file->mutex);
+    if (!h.file->writer) throw store::store_error(EBADF, "file not open for writing");
+    if (h.append) offset = h.file->writer->size();
+    h.file->writer->write(offset, in);
+    bytes_written_ += in.size();
+    return in.size();
+}
+
+void filesystem::commit_locked(open_file& f, const std::string& what) {
+    if (!f.writer || !f.writer->dirty()) return;
+    if (!f.writer->commit())
+        spdlog::debug("{}: not committed: the file was unlinked or replaced while open", what);
+    f.committed_version.clear(); // the kernel's cached pages may predate it: refetch once
+}
+
+void filesystem::flush(handle& h) {
+    if (!h.writes) return;
+    std::unique_lock lock(h.file->mutex);
+    commit_locked(*h.file, nodes_.path_of(h.node).value_or("(unlinked)"));
+}
+
+void filesystem::release(std::unique_ptr<handle> h) {
+    if (h->writes) {
+        std::unique_lock lock(h->file->mutex);
+        if (--h->file->writing_handles == 0 && h->file->writer) {
+            try {
+                commit_locked(*h->file, nodes_.path_of(h->node).value_or("(unlinked)"));
+            } catch (const std::exception& e) {
+                // release has no caller to tell: flush already reported this to close().
+                spdlog::error("commit on release: {}", e.what());
+            }
+            h->file->writer.reset();
+        }
+    }
+    detach(h->node, h->file);
+}
+
+dir_listing filesystem::opendir(std::uint64_t node) {
+    auto p = path(node);
+    dir_listing l;
+    l.entries.push_back({".", store::entry_type::directory});
+    l.entries.push_back({"..", store::entry_type::directory});
+    for (auto& e : store_.list(p)) l.entries.push_back(std::move(e));
+    return l;
+}
+
+std::vector<std::byte> filesystem::virtual_xattr(std::uint64_t node, const std::string& name) {
+    auto p = path(node);
+    auto attr = name.substr(std::string(virtual_prefix).size());
+    if (p.empty()) {
+        if (attr == "stats") return text_bytes(stats_json());
+        throw store::store_error(ENODATA, "no attribute " + name);
+    }
+    if (store_.stat(p).type != store::entry_type::file)
+        throw store::store_error(ENODATA, "no attribute " + name);
+    auto v = store_.info(p);
+    std::string out;
+    if (attr == "stored_size")
+        out = std::to_string(v.stored_bytes);
+    else if (attr == "logical_size")
+        out = std::to_string(v.logical_size);
+    else if (attr == "ratio")
+        out = v.stored_bytes
+                  ? fmt::format("{:.4f}", double(v.logical_size) / double(v.stored_bytes))
+                  : "0";
+    else if (attr == "parent")
+        out = v.base_path;
+    else if (attr == "chain")
+        out = v.chain_key;
+    else if (attr == "depth")
+        out = std::to_string(v.depth);
+    else if (attr == "version")
+        out = v.version;
+    else if (attr == "sparsity")
+        out = v.elements ? fmt::format("{:.4f}", double(v.changed) / double(v.elements)) : "";
+    else
+        throw store::store_error(ENODATA, "no attribute " + name);
+    return text_bytes(out);
+}
+
+std::vector<std::byte> filesystem::getxattr(std::uint64_t node, const std::string& name) {
+    if (name.rfind(virtual_prefix, 0) == 0) return virtual_xattr(node, name);
+    return store_.getxattr(path(node), name);
+}
+
+void filesystem::setxattr(std::uint64_t node, const std::string& name,
+                          std::span<const std::byte> value, int flags) {
+    if (name.rfind(virtual_prefix, 0) == 0)
+        throw store::store_error(EPERM, name + " is maintained by tpdefs (read-only)");
+    store_.setxattr(path(node), name, value, flags);
+}
+
+std::vector<std::string> filesystem::listxattr(std::uint64_t node) {
+    return store_.listxattr(path(node));
+}
+
+void filesystem::removexattr(std::uint64_t node, const std::string& name) {
+    if (name.rfind(virtual_prefix, 0) == 0)
+        throw store::store_error(EPERM, name + " is maintained by tpdefs (read-only)");
+    store_.removexattr(path(node), name);
+}
+
+std::string filesystem::stats_json() {
+    auto c = store_.counters();
+    auto k = store_.cache_counters();
+    nlohmann::json j{
+        {"bytes_written_to_mount", bytes_written_.load()},
+        {"bytes_read_from_mount", bytes_read_.load()},
+        {"commits", c.commits},
+        {"bytes_committed", c.bytes_committed},
+        {"object_bytes_written", c.bytes_written},
+        {"stored_bytes", store_.stored_bytes()},
+        {"reencodes", c.reencodes},
+        {"versions_freed", c.versions_freed},
+        {"bytes_freed", c.bytes_freed},
+        {"frames_decoded", c.frames_decoded},
+        {"cache",
+         {{"hits", k.hits},
+          {"misses", k.misses},
+          {"decodes", k.decodes},
+          {"decode_seconds", double(k.decode_ns) / 1e9},
+          {"bytes", k.bytes_cached},
+          {"max_bytes", store_.options().cache_bytes}}},
+    };
+    return j.dump() + "\n";
+}
+
+void filesystem::shutdown() {
+    for (auto& f : nodes_.all_files()) {
+        std::unique_lock lock(f->mutex);
+        try {
+            commit_locked(*f, "file open at unmount");
+        } catch (const std::exception& e) {
+            spdlog::error("commit at unmount: {}", e.what());
+        }
+    }
+    store_.wait_idle();
+}
+
+} // namespace tpde::fs

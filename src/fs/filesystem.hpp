@@ -1,0 +1,113 @@
+#pragma once
+// The mounted filesystem's logic on node ids: what each FUSE operation does to the store,
+// with open files shared per node so a writer's bytes are visible through every handle.
+// Throws store_error; fuse_ops.cpp turns that into an errno reply, in one place.
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <vector>
+
+#include "fs/node_table.hpp"
+#include "tpde/store/store.hpp"
+
+namespace tpde::fs {
+
+struct fs_options {
+    double attr_timeout{1.0};
+    double entry_timeout{1.0};
+};
+
+// The state of a node while handles are open on it.
+struct open_file {
+    std::shared_mutex mutex; // shared: reads without a writer; exclusive: everything else
+    std::unique_ptr<store::file_writer> writer; // present while a handle writes
+    int handles{0};
+    int writing_handles{0};
+    std::string committed_version; // content the kernel may keep cached
+};
+
+struct handle {
+    std::uint64_t node{0};
+    std::shared_ptr<open_file> file;
+    std::unique_ptr<store::file_reader> reader; // snapshot for reads without a writer
+    bool writes{false};
+    bool append{false};
+};
+
+struct entry {
+    std::uint64_t node{0};
+    struct stat attr {};
+};
+
+struct dir_listing {
+    std::vector<store::dir_entry> entries; // with "." and ".." first
+};
+
+class filesystem {
+public:
+    filesystem(store::store& s, fs_options opts = {});
+    const fs_options& options() const { return opts_; }
+    store::store& backing() { return store_; }
+
+    entry lookup(std::uint64_t parent, const std::string& name);
+    void forget(std::uint64_t node, std::uint64_t n) { nodes_.forget(node, n); }
+    struct stat getattr(std::uint64_t node);
+    // `to_set` uses the FUSE_SET_ATTR_* bits.
+    struct stat setattr(std::uint64_t node, const struct stat& attr, int to_set, handle* h);
+
+    entry mkdir(std::uint64_t parent, const std::string& name, mode_t mode);
+    void rmdir(std::uint64_t parent, const std::string& name);
+    void unlink(std::uint64_t parent, const std::string& name);
+    void rename(std::uint64_t parent, const std::string& name, std::uint64_t new_parent,
+                const std::string& new_name, unsigned flags);
+    entry symlink(const std::string& target, std::uint64_t parent, const std::string& name);
+    std::string readlink(std::uint64_t node);
+
+    // keep_cache: the kernel may keep pages it cached for this node (content unchanged).
+    std::unique_ptr<handle> open(std::uint64_t node, int flags, bool& keep_cache);
+    std::pair<entry, std::unique_ptr<handle>> create(std::uint64_t parent, const std::string& name,
+                                                     mode_t mode, int flags);
+    std::size_t read(handle& h, std::uint64_t offset, std::span<std::byte> out);
+    std::size_t write(handle& h, std::uint64_t offset, std::span<const std::byte> in);
+    void flush(handle& h);
+    void fsync(handle& h) { flush(h); }
+    void release(std::unique_ptr<handle> h);
+
+    dir_listing opendir(std::uint64_t node);
+    // The attributes of one listed entry (readdirplus), with a lookup reference.
+    entry lookup_listed(std::uint64_t dir, const store::dir_entry& e);
+
+    std::vector<std::byte> getxattr(std::uint64_t node, const std::string& name);
+    void setxattr(std::uint64_t node, const std::string& name, std::span<const std::byte> value,
+                  int flags);
+    std::vector<std::string> listxattr(std::uint64_t node);
+    void removexattr(std::uint64_t node, const std::string& name);
+    struct statvfs statfs() {
+        return store_.statfs();
+    }
+
+    // Mount-wide counters as JSON (the root's user.tpde.stats).
+    std::string stats_json();
+    // Unmount: commits every file still being written.
+    void shutdown();
+
+private:
+    std::string path(std::uint64_t node) const;
+    struct stat to_stat(std::uint64_t node, const store::file_stat& f) const;
+    std::shared_ptr<open_file> attach(std::uint64_t node);
+    void detach(std::uint64_t node, const std::shared_ptr<open_file>& f);
+    void commit_locked(open_file& f, const std::string& what);
+    std::vector<std::byte> virtual_xattr(std::uint64_t node, const std::string& name);
+
+    store::store& store_;
+    fs_options opts_;
+    node_table nodes_;
+    std::mutex files_mutex_; // attach/detach of open_file
+    std::atomic<std::uint64_t> bytes_written_{0}, bytes_read_{0};
+};
+
+} // namespace tpde::fs

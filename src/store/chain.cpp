@@ -17,14 +17,27 @@ std::string encode_record(const version_record& r) {
     return j.dump() + "\n";
 }
 
+namespace {
+// A non-negative integer. Anything else is damage, not a value to convert: nlohmann converts
+// a negative number silently, and a float (which is what a number too large for 64 bits
+// parses as) with undefined behaviour when out of range.
+std::uint64_t unsigned_field(const nlohmann::json& j, const char* key, const std::string& shown) {
+    const auto& v = j.at(key);
+    if (!v.is_number_unsigned())
+        throw corrupt_store(
+            fmt::format("{}: damaged version record ({} is not an unsigned integer)", shown, key));
+    return v.get<std::uint64_t>();
+}
+} // namespace
+
 version_record parse_record(const std::string& text, const std::string& shown) {
     try {
         auto j = nlohmann::json::parse(text);
-        if (j.at("tpdefs_record").get<int>() != 1)
+        if (unsigned_field(j, "tpdefs_record", shown) != 1)
             throw corrupt_store(shown + ": unknown version record format");
         return {j.at("chain").get<std::string>(), j.at("version").get<std::string>(),
-                j.at("path").get<std::string>(), j.at("size").get<std::uint64_t>(),
-                j.at("seq").get<std::uint64_t>()};
+                j.at("path").get<std::string>(), unsigned_field(j, "size", shown),
+                unsigned_field(j, "seq", shown)};
     } catch (const nlohmann::json::exception& e) {
         throw corrupt_store(fmt::format("{}: damaged version record ({})", shown, e.what()));
     }

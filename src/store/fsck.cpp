@@ -117,7 +117,10 @@ fsck_report store_impl::fsck(bool repair) {
                 for (std::size_t i = 0; i < v->footer().blocks.size(); ++i) v->block(i);
                 r.frames += ctx_.counters.frames_decoded.load() - before;
             } catch (const store_error& e) {
-                r.problems.push_back(fmt::format("{}: {}", affected(m.rec.version), e.what()));
+                // The message names the file it was read as; add the others that depend on it.
+                auto who = affected(m.rec.version);
+                std::string what = e.what();
+                r.problems.push_back(what.rfind(who, 0) == 0 ? what : who + ": " + what);
             }
         }
     }
@@ -126,13 +129,12 @@ fsck_report store_impl::fsck(bool repair) {
 
     if (repair) {
         // Only what no file needs: unfinished writes, objects of no version, unnamed versions.
+        // Then check again: what remains is what repair could not (and must not) remove.
         recovery_report rec;
         recover(&rec);
-        r.repaired = rec.removed;
-        std::erase_if(r.problems, [](const std::string& p) {
-            return p.find("unfinished") != std::string::npos ||
-                   p.find("unreachable") != std::string::npos;
-        });
+        auto after = fsck(false);
+        after.repaired = std::move(rec.removed);
+        return after;
     }
     return r;
 }

@@ -131,17 +131,26 @@ bool compact_after_commit(store_context& ctx, const chain& c, const std::string&
     return reencode(ctx, c, best->rec.version, vid);
 }
 
-namespace {
 // After deletions a standalone version (a read-depth keyframe, or one whose newer versions
 // were all deleted) may be able to become a delta again: offer every version its best
 // predecessor, oldest first.
-void relink(store_context& ctx, const chain& c, const members& ms) {
+static void relink(store_context& ctx, const chain& c, const members& ms) {
     std::vector<const chain::member*> order;
     for (const auto& m : ms) order.push_back(&m);
     std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->rec.seq < b->rec.seq; });
     for (const auto* m : order) compact_after_commit(ctx, c, m->rec.version);
 }
-} // namespace
+
+void relink_chain(store_context& ctx, const chain& c) {
+    members ms;
+    {
+        chain_lock lock(c.dir(), false);
+        ms = c.scan();
+    }
+    for (const auto& m : ms)
+        if (!m.error.empty()) return; // as collect_chain: leave a damaged chain alone
+    relink(ctx, c, ms);
+}
 
 void collect_chain(store_context& ctx, const chain& c) {
     bool freed = false;

@@ -17,6 +17,10 @@ bool compact_after_commit(store_context& ctx, const chain& c, const std::string&
 // versions left behind become deltas again.
 void collect_chain(store_context& ctx, const chain& c);
 
+// Offers every version of the chain its best standalone predecessor (after a stop between a
+// commit and its compaction, or after deletions).
+void relink_chain(store_context& ctx, const chain& c);
+
 // Re-encodes version `vid` against `base` ("" = standalone) and swaps its object, unless the
 // version changed meanwhile. Returns whether the swap happened.
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base);

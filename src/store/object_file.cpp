@@ -203,8 +203,10 @@ object_file::object_file(sys::fd f, std::string shown)
         throw corrupt_store(shown_ + ": not a tpdefs object (bad magic)");
     auto pos = load_le<std::uint64_t>(tail);
     auto len = load_le<std::uint64_t>(tail + 8);
-    if (pos < object_header_size || len > file_size_ - object_tail_size - pos ||
-        pos + len != file_size_ - object_tail_size)
+    // Checked without overflow: a forged offset past the end must not wrap into a length
+    // that passes (and sizes the allocation below).
+    const auto footer_end = file_size_ - object_tail_size;
+    if (pos < object_header_size || pos > footer_end || len != footer_end - pos)
         throw corrupt_store(shown_ + ": object footer out of bounds");
     std::vector<std::byte> body(len);
     sys::pread_exact(fd_.get(), body, pos, shown_);

@@ -86,9 +86,21 @@ void store::init(const fs::path& root) {
     if (fs::exists(root, ec)) {
         if (!fs::is_directory(root, ec))
             throw store_error(ENOTDIR, root.string() + " exists and is not a directory");
-        if (!fs::is_empty(root, ec))
-            throw store_error(EEXIST,
-                              root.string() + " is not empty: a store needs an empty directory");
+        if (!fs::is_empty(root, ec)) {
+            // An init stopped before its marker leaves only empty ns/ chains/ tmp/: finish it.
+            // Anything else is somebody's data.
+            bool unfinished_init = !fs::exists(root / marker_name);
+            for (auto& e : fs::directory_iterator(root, ec)) {
+                auto n = e.path().filename().string();
+                if ((n != "ns" && n != "chains" && n != "tmp") || !fs::is_directory(e.path()) ||
+                    !fs::is_empty(e.path()))
+                    unfinished_init = false;
+            }
+            if (!unfinished_init)
+                throw store_error(EEXIST,
+                                  root.string() + " is not empty: a store needs an empty directory");
+            for (auto d : {"ns", "chains", "tmp"}) fs::remove(root / d, ec);
+        }
     } else if (!fs::create_directories(root, ec)) {
         throw store_error(ec.value(),
                           fmt::format("cannot create {}: {}", root.string(), ec.message()));
@@ -110,9 +122,16 @@ void store::init(const fs::path& root) {
 std::unique_ptr<store> store::open(const fs::path& root, const store_options& opts,
                                    recovery_report* report) {
     std::error_code ec;
-    if (!opts.read_only &&
-        (!fs::exists(root, ec) || (fs::is_directory(root, ec) && fs::is_empty(root, ec))))
-        init(root);
+    if (!opts.read_only && !fs::exists(root / marker_name, ec)) {
+        try {
+            init(root); // a missing or empty directory, or an init that did not finish
+        } catch (const store_error& e) {
+            if (e.error_number() != EEXIST) throw;
+            throw store_error(ENOENT, fmt::format("{} is not a tpdefs store (no {} file) and not "
+                                                  "empty: give an empty directory for a new store",
+                                                  root.string(), marker_name));
+        }
+    }
     auto s = std::make_unique<store_impl>(root, opts);
     if (!opts.read_only) s->recover(report);
     return s;
@@ -153,11 +172,13 @@ store_impl::store_impl(const fs::path& root, const store_options& opts) : ctx_(r
     if (::flock(lf, (opts.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         char buf[32] = {};
         auto n = ::pread(lf, buf, sizeof buf - 1, 0);
-        std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "unknown";
+        std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
         while (!holder.empty() && (holder.back() == '\n')) holder.pop_back();
-        throw store_error(EBUSY, fmt::format("store {} is in use by another process (pid {}); "
+        // The pid is the last writable opener's: name it only while that process lives.
+        bool alive = !holder.empty() && fs::exists("/proc/" + holder);
+        throw store_error(EBUSY, fmt::format("store {} is in use by another process{}; "
                                              "unmount it or stop that process first",
-                                             root.string(), holder));
+                                             root.string(), alive ? " (pid " + holder + ")" : ""));
     }
     if (!opts.read_only) {
         auto pid = std::to_string(::getpid()) + "\n";
@@ -197,6 +218,8 @@ void store_impl::recover(recovery_report* report) {
                 }
             auto before = ctx_.counters.versions_freed.load();
             collect_chain(ctx_, c);
+            // A stop between a commit and its compaction left a standalone predecessor.
+            relink_chain(ctx_, c);
             auto freed = ctx_.counters.versions_freed.load() - before;
             if (freed)
                 removed.push_back(
@@ -532,8 +555,8 @@ std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t exp
     auto tmp = ctx_.tmp_name("record");
     auto rec = sys::open_at(ctx_.tmp_dir.get(), tmp, O_RDWR | O_CREAT | O_EXCL, 0600, full(path));
     sys::write_all(rec.get(), std::as_bytes(std::span(text)), full(path));
-    sys::link_at(ctx_.tmp_dir.get(), tmp, c.versions(), vid, c.shown("versions/" + vid));
     sys::fsync_fd(rec.get(), full(path));
+    sys::link_at(ctx_.tmp_dir.get(), tmp, c.versions(), vid, c.shown("versions/" + vid));
     sys::fsync_fd(c.versions(), c.shown("versions"));
 
     bool named = false;
@@ -583,6 +606,7 @@ std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t exp
         schedule({false, c.id(), {}});
         return 0;
     }
+    sys::fsync_fd(rec.get(), full(path)); // the mode and attributes copied under the lock
     sys::fsync_dir(ctx_.ns_dir.get(), parent_rel(rel), full(path));
     ctx_.counters.commits++;
     ctx_.counters.bytes_committed += size;

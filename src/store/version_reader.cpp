@@ -45,7 +45,7 @@ void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) 
     } catch (const codec::decode_error& e) {
         auto msg = fmt::format("{}: block {} at offset {} in {}: {}", shown_, i, b.offset,
                                obj_->shown(), e.what());
-        spdlog::error("{}", msg);
+        spdlog::debug("{}", msg); // the caller reports it (the mount logs every EIO)
         throw corrupt_store(msg);
     }
 }

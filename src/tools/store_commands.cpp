@@ -107,6 +107,7 @@ void ls_entry(store::store& s, const std::string& path, bool recursive) {
 
 int run_ls(const store_args& a, const std::string& path, bool recursive) {
     auto s = open_existing(a, true);
+    s->stat(path); // a missing path fails before the header is printed
     fmt::print("{:>14} {:>14} {:>7} {:<28} {:<28} {}\n", "size", "stored", "ratio", "chain",
                "delta against", "path");
     ls_entry(*s, path, recursive);
@@ -237,6 +238,7 @@ int run_import(const store_args& a, const fs::path& dir) {
     if (!fs::is_directory(dir)) throw std::runtime_error(dir.string() + " is not a directory");
     store::recovery_report rep;
     auto s = store::store::open(a.store, options_for(a), &rep);
+    for (auto& r : rep.removed) fmt::print(stderr, "tpde: recovery removed {}\n", r);
     std::uint64_t files = 0, bytes = 0;
     import_tree(*s, dir, "", files, bytes);
     s->wait_idle();

@@ -72,7 +72,9 @@ struct stat filesystem::getattr(std::uint64_t node) {
         st.st_mode = S_IFREG | 0644;
         st.st_nlink = 0;
         std::shared_lock lock(f->mutex);
-        st.st_size = f->writer ? static_cast<off_t>(f->writer->size()) : 0;
+        st.st_size = f->writer      ? static_cast<off_t>(f->writer->size())
+                     : f->committed ? static_cast<off_t>(f->committed->size())
+                                    : 0;
         return st;
     }
     auto st = to_stat(node, store_.stat(*p));
@@ -220,7 +222,6 @@ std::unique_ptr<handle> filesystem::open(std::uint64_t node, int flags, bool& ke
     h->file = attach(node);
     try {
         std::unique_lock lock(h->file->mutex);
-        auto token = std::to_string(st.ino); // the version record: new with every commit
         if (h->writes) {
             if (!h->file->writer)
                 h->file->writer = store_.open_writer(p, flags & O_TRUNC);
@@ -229,11 +230,18 @@ std::unique_ptr<handle> filesystem::open(std::uint64_t node, int flags, bool& ke
             h->file->writing_handles++;
             keep_cache = false;
         } else {
-            if (!h->file->writer) h->reader = store_.open_reader(p);
-            // Pages the kernel cached stay valid while the same version is opened again.
-            keep_cache = !h->file->writer && h->file->committed_version == token;
+            // A snapshot now, even while another handle writes: the name may be gone by the
+            // time this handle reads (unlinked while open).
+            h->reader = store_.open_reader(p);
+            if (!h->file->committed) h->file->committed = h->reader;
+            if (!h->file->writer) {
+                // Pages the kernel cached stay valid while the same version is opened again.
+                std::lock_guard files(files_mutex_);
+                auto& cached = cached_version_[node];
+                keep_cache = cached == st.version;
+                cached = st.version;
+            }
         }
-        h->file->committed_version = h->file->writer ? "" : token;
     } catch (...) {
         detach(node, h->file);
         throw;
@@ -257,24 +265,22 @@ filesystem::create(std::uint64_t parent, const std::string& name, mode_t mode, i
 }
 
 std::size_t filesystem::read(handle& h, std::uint64_t offset, std::span<std::byte> out) {
+    std::size_t n = 0;
     {
         // The common case, a committed file: readers run in parallel.
         std::shared_lock lock(h.file->mutex);
-        if (!h.file->writer && h.reader) {
-            auto n = h.reader->read(offset, out);
+        if (!h.file->writer) {
+            auto& r = h.file->committed ? h.file->committed : h.reader;
+            n = r->read(offset, out);
             bytes_read_ += n;
             return n;
         }
     }
     std::unique_lock lock(h.file->mutex);
-    std::size_t n = 0;
-    if (h.file->writer) {
+    if (h.file->writer)
         n = h.file->writer->read(offset, out);
-    } else {
-        // Opened while another handle was writing; that one has committed and closed since.
-        if (!h.reader) h.reader = store_.open_reader(path(h.node));
-        n = h.reader->read(offset, out);
-    }
+    else
+        n = (h.file->committed ? h.file->committed : h.reader)->read(offset, out);
     bytes_read_ += n;
     return n;
 }
@@ -289,17 +295,30 @@ std::size_t filesystem::write(handle& h, std::uint64_t offset, std::span<const s
     return in.size();
 }
 
-void filesystem::commit_locked(open_file& f, const std::string& what) {
+void filesystem::commit_locked(std::uint64_t node, open_file& f) {
     if (!f.writer || !f.writer->dirty()) return;
-    if (!f.writer->commit())
-        spdlog::debug("{}: not committed: the file was unlinked or replaced while open", what);
-    f.committed_version.clear(); // the kernel's cached pages may predate it: refetch once
+    {
+        // The kernel's cached pages may predate this version: the next open drops them.
+        std::lock_guard files(files_mutex_);
+        cached_version_.erase(node);
+    }
+    auto p = nodes_.path_of(node);
+    if (!f.writer->commit() || !p) {
+        spdlog::debug("{}: not committed: the file was unlinked or replaced while open",
+                      p.value_or("(unlinked)"));
+        return;
+    }
+    try {
+        f.committed = store_.open_reader(*p);
+    } catch (const store::store_error&) {
+        f.committed.reset(); // renamed or removed meanwhile: handles keep their snapshots
+    }
 }
 
 void filesystem::flush(handle& h) {
     if (!h.writes) return;
     std::unique_lock lock(h.file->mutex);
-    commit_locked(*h.file, nodes_.path_of(h.node).value_or("(unlinked)"));
+    commit_locked(h.node, *h.file);
 }
 
 void filesystem::release(std::unique_ptr<handle> h) {
@@ -307,7 +326,7 @@ void filesystem::release(std::unique_ptr<handle> h) {
         std::unique_lock lock(h->file->mutex);
         if (--h->file->writing_handles == 0 && h->file->writer) {
             try {
-                commit_locked(*h->file, nodes_.path_of(h->node).value_or("(unlinked)"));
+                commit_locked(h->node, *h->file);
             } catch (const std::exception& e) {
                 // release has no caller to tell: flush already reported this to close().
                 spdlog::error("commit on release: {}", e.what());
@@ -409,10 +428,10 @@ std::string filesystem::stats_json() {
 }
 
 void filesystem::shutdown() {
-    for (auto& f : nodes_.all_files()) {
+    for (auto& [node, f] : nodes_.all_files()) {
         std::unique_lock lock(f->mutex);
         try {
-            commit_locked(*f, "file open at unmount");
+            commit_locked(node, *f);
         } catch (const std::exception& e) {
             spdlog::error("commit at unmount: {}", e.what());
         }

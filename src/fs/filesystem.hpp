@@ -27,13 +27,15 @@ struct open_file {
     std::unique_ptr<store::file_writer> writer; // present while a handle writes
     int handles{0};
     int writing_handles{0};
-    std::string committed_version; // content the kernel may keep cached
+    // What the last commit through this node made: read handles switch to it once the
+    // writer is gone (their own snapshot may predate it).
+    std::shared_ptr<store::file_reader> committed;
 };
 
 struct handle {
     std::uint64_t node{0};
     std::shared_ptr<open_file> file;
-    std::unique_ptr<store::file_reader> reader; // snapshot for reads without a writer
+    std::shared_ptr<store::file_reader> reader; // snapshot taken at open
     bool writes{false};
     bool append{false};
 };
@@ -100,13 +102,15 @@ private:
     struct stat to_stat(std::uint64_t node, const store::file_stat& f) const;
     std::shared_ptr<open_file> attach(std::uint64_t node);
     void detach(std::uint64_t node, const std::shared_ptr<open_file>& f);
-    void commit_locked(open_file& f, const std::string& what);
+    void commit_locked(std::uint64_t node, open_file& f);
     std::vector<std::byte> virtual_xattr(std::uint64_t node, const std::string& name);
 
     store::store& store_;
     fs_options opts_;
     node_table nodes_;
-    std::mutex files_mutex_; // attach/detach of open_file
+    std::mutex files_mutex_; // attach/detach of open_file, cached_version_
+    // Per node, the version whose pages the kernel may hold (it read them through us).
+    std::unordered_map<std::uint64_t, std::string> cached_version_;
     std::atomic<std::uint64_t> bytes_written_{0}, bytes_read_{0};
 };
 

@@ -135,11 +135,11 @@ node_table::files_under(const std::string& path) const {
     return out;
 }
 
-std::vector<std::shared_ptr<open_file>> node_table::all_files() const {
+std::vector<std::pair<std::uint64_t, std::shared_ptr<open_file>>> node_table::all_files() const {
     std::lock_guard lock(mutex_);
-    std::vector<std::shared_ptr<open_file>> out;
+    std::vector<std::pair<std::uint64_t, std::shared_ptr<open_file>>> out;
     for (auto& [id, n] : nodes_)
-        if (n.file) out.push_back(n.file);
+        if (n.file) out.emplace_back(id, n.file);
     return out;
 }
 

@@ -38,7 +38,7 @@ public:
     // Open files of `path` and everything below it (a rename moves them).
     std::vector<std::pair<std::uint64_t, std::shared_ptr<open_file>>>
     files_under(const std::string& path) const;
-    std::vector<std::shared_ptr<open_file>> all_files() const;
+    std::vector<std::pair<std::uint64_t, std::shared_ptr<open_file>>> all_files() const;
 
 private:
     struct node {

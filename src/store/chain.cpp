@@ -169,6 +169,7 @@ std::vector<chain::member> chain::scan() const {
             object_file obj(sys::open_at(objects(), vid, O_RDONLY, 0, where), where);
             m.base = obj.footer().base_version;
             m.uid = obj.footer().uid;
+            m.uncompressed = obj.footer().uncompressed;
             m.stored = obj.file_size();
         } catch (const store_error& e) {
             m.error = e.what();

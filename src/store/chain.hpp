@@ -62,6 +62,7 @@ public:
         std::string base;       // from its object's footer
         std::uint64_t uid{0};
         std::uint64_t stored{0};
+        bool uncompressed{false};
         std::string error; // set when its record or object could not be read
     };
     // Every version with its object's facts (hold a lock while calling).

@@ -15,10 +15,10 @@ constexpr std::uint32_t small_segment = 4096; // runs of smaller segments share 
 } // namespace
 
 store_file_writer::store_file_writer(store_context& ctx, version_publisher& host, std::string path,
-                                     std::uint64_t expected_ino,
+                                     const std::string& expected_version,
                                      std::shared_ptr<const version_reader> current, bool dirty)
-    : ctx_(ctx), host_(host), path_(std::move(path)), expected_ino_(expected_ino), dirty_(dirty),
-      current_(std::move(current)) {
+    : ctx_(ctx), host_(host), path_(std::move(path)), expected_version_(expected_version),
+      dirty_(dirty), current_(std::move(current)) {
     if (current_ && current_->size() > 0) {
         mode_ = mode::unchanged;
         size_ = current_->size();
@@ -45,7 +45,7 @@ void store_file_writer::start_sequential() {
     format::stream_options so;
     so.max_lookahead = 16u << 20; // bounds what a writer holds while a pickle has no end yet
     segmenter_ = std::make_unique<format::stream_segmenter>(so);
-    encoder_ = std::make_unique<object_encoder>(ctx_, shown());
+    encoder_ = std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_uncompressed);
     segments_.clear();
     pending_.clear();
     pending_base_ = encoded_until_ = 0;
@@ -190,7 +190,8 @@ bool store_file_writer::commit() {
         encoder_->finish(std::move(layout), "", size_);
         enc = encoder_.get();
     } else {
-        staged_encoder = std::make_unique<object_encoder>(ctx_, shown());
+        staged_encoder =
+            std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_uncompressed);
         enc = staged_encoder.get();
         format::file_layout layout = format::generic_layout(size_);
         if (size_ > 0) {
@@ -207,7 +208,7 @@ bool store_file_writer::commit() {
         }
         enc->finish(std::move(layout), "", size_);
     }
-    auto ino = host_.publish(path_, expected_ino_, *enc, size_);
+    auto committed = host_.publish(path_, expected_version_, *enc, size_);
     if (mode_ == mode::sequential) {
         // Further writes after a commit are rare (fsync, then more): they start from what
         // was committed.
@@ -215,14 +216,14 @@ bool store_file_writer::commit() {
         segmenter_.reset();
         pending_ = {};
         segments_.clear();
-        current_ = ino && size_ ? host_.open_version_of(path_) : nullptr;
+        current_ = !committed.empty() && size_ ? host_.open_version_of(path_) : nullptr;
         if (current_)
             mode_ = mode::unchanged;
         else
             start_sequential();
     }
-    if (!ino) return false;
-    expected_ino_ = ino;
+    if (committed.empty()) return false;
+    expected_version_ = committed;
     dirty_ = false;
     return true;
 }

@@ -15,10 +15,11 @@ namespace tpde::store {
 class version_publisher {
 public:
     virtual ~version_publisher() = default;
-    // Commits `enc` (finished) as the content of `path`, if `path` is still the file with
-    // inode `expected_ino`. Returns the new file's inode, or 0 when it was not.
-    virtual std::uint64_t publish(const std::string& path, std::uint64_t expected_ino,
-                                  object_encoder& enc, std::uint64_t size) = 0;
+    // Commits `enc` (finished) as the content of `path`, if `path` still names version
+    // `expected` (a version id, unique forever: inode numbers are reused once a record is
+    // freed). Returns the new version's id, or "" when the path names something else.
+    virtual std::string publish(const std::string& path, const std::string& expected,
+                                object_encoder& enc, std::uint64_t size) = 0;
     virtual std::shared_ptr<const version_reader> open_version_of(const std::string& path) = 0;
 };
 
@@ -27,8 +28,8 @@ public:
     // `current` is the file's content to start from (null: empty). `dirty`: commit even if
     // nothing is written (an O_TRUNC of a non-empty file).
     store_file_writer(store_context& ctx, version_publisher& host, std::string path,
-                      std::uint64_t expected_ino, std::shared_ptr<const version_reader> current,
-                      bool dirty);
+                      const std::string& expected_version,
+                      std::shared_ptr<const version_reader> current, bool dirty);
     ~store_file_writer() override;
 
     void write(std::uint64_t offset, std::span<const std::byte> bytes) override;
@@ -50,7 +51,7 @@ private:
     store_context& ctx_;
     version_publisher& host_;
     std::string path_;
-    std::uint64_t expected_ino_;
+    std::string expected_version_;
     bool dirty_;
     mode mode_;
     std::uint64_t size_{0};

@@ -152,6 +152,17 @@ void relink_chain(store_context& ctx, const chain& c) {
     relink(ctx, c, ms);
 }
 
+void compress_uncompressed(store_context& ctx, const chain& c) {
+    members ms;
+    {
+        chain_lock lock(c.dir(), false);
+        ms = c.scan();
+    }
+    for (const auto& m : ms)
+        if (m.error.empty() && m.uncompressed && m.base.empty() && m.links >= 2 && m.rec.size > 0)
+            reencode(ctx, c, m.rec.version, "");
+}
+
 void collect_chain(store_context& ctx, const chain& c) {
     bool freed = false;
     for (int round = 0; round < 10000; ++round) {

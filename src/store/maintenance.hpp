@@ -21,6 +21,10 @@ void collect_chain(store_context& ctx, const chain& c);
 // commit and its compaction, or after deletions).
 void relink_chain(store_context& ctx, const chain& c);
 
+// Compresses every live version of the chain that was written uncompressed and is not a
+// delta (the newest, usually): standalone coding, so it reads at one frame per block.
+void compress_uncompressed(store_context& ctx, const chain& c);
+
 // Re-encodes version `vid` against `base` ("" = standalone) and swaps its object, unless the
 // version changed meanwhile. Returns whether the swap happened.
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base);

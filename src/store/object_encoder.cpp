@@ -6,9 +6,9 @@
 
 namespace tpde::store {
 
-object_encoder::object_encoder(store_context& ctx, const std::string& shown)
+object_encoder::object_encoder(store_context& ctx, const std::string& shown, bool uncompressed)
     : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown),
-      pipe_(ctx.pool.get(), 2 * (ctx.pool ? ctx.pool->size() : 1)) {}
+      pipe_(ctx.pool.get(), 2 * (ctx.pool ? ctx.pool->size() : 1)), uncompressed_(uncompressed) {}
 
 void object_encoder::consume(encoded&& e) {
     e.entry.frame_pos = writer_.append(e.frame);
@@ -27,6 +27,8 @@ void object_encoder::add(std::uint64_t offset, std::vector<std::byte> block,
     codec::encode_options opts;
     opts.type = type;
     opts.zstd_level = ctx_.opts.zstd_level;
+    if (uncompressed_)
+        opts.allow_standalone = opts.allow_dense = opts.allow_sparse = opts.allow_patch = false;
     block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
                       ref_offset, static_cast<std::uint32_t>(ref.size())};
     // Shared pointers: std::function-free jobs must be copyable for packaged_task.
@@ -54,6 +56,7 @@ void object_encoder::finish(format::file_layout layout, std::string base, std::u
     f.layout = std::move(layout);
     f.elements = elements_;
     f.changed = changed_;
+    f.uncompressed = uncompressed_;
     writer_.finish(std::move(f));
     ctx_.counters.bytes_written += writer_.bytes_written();
 }

@@ -14,7 +14,8 @@ namespace tpde::store {
 
 class object_encoder {
 public:
-    object_encoder(store_context& ctx, const std::string& shown);
+    // `uncompressed`: raw frames only (a writer that must keep up with the disk).
+    object_encoder(store_context& ctx, const std::string& shown, bool uncompressed = false);
     // Encodes `block` (at `offset` in the version) against `ref` (bytes [ref_offset, +size)
     // of the base version; empty: none).
     void add(std::uint64_t offset, std::vector<std::byte> block,
@@ -41,6 +42,7 @@ private:
     util::ordered_pipeline<encoded> pipe_;
     std::vector<block_entry> blocks_;
     std::uint64_t elements_{0}, changed_{0};
+    bool uncompressed_;
 };
 
 } // namespace tpde::store

@@ -64,6 +64,7 @@ std::vector<std::byte> encode_footer(const object_footer& f) {
     }
     s.put<std::uint64_t>(f.elements);
     s.put<std::uint64_t>(f.changed);
+    s.put<std::uint8_t>(f.uncompressed ? 1 : 0);
     return out;
 }
 
@@ -112,6 +113,9 @@ object_footer decode_footer(std::span<const std::byte> bytes, const std::string&
         }
         f.elements = s.get<std::uint64_t>();
         f.changed = s.get<std::uint64_t>();
+        auto flags = s.get<std::uint8_t>();
+        if (flags > 1) throw corrupt_store(shown + ": unknown object flags");
+        f.uncompressed = flags & 1;
         if (s.remaining() != 0) throw corrupt_store(shown + ": trailing bytes in footer");
         return f;
     } catch (const codec::decode_error&) {

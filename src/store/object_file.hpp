@@ -34,6 +34,8 @@ struct object_footer {
     std::vector<block_entry> blocks;
     format::file_layout layout;
     std::uint64_t elements{0}, changed{0}; // typed elements against the base, for stats
+    // Written uncompressed (raw frames) for speed; the store compresses it in the background.
+    bool uncompressed{false};
 };
 
 inline constexpr std::size_t object_header_size = 16;

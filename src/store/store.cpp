@@ -97,8 +97,8 @@ void store::init(const fs::path& root) {
                     unfinished_init = false;
             }
             if (!unfinished_init)
-                throw store_error(EEXIST,
-                                  root.string() + " is not empty: a store needs an empty directory");
+                throw store_error(EEXIST, root.string() +
+                                              " is not empty: a store needs an empty directory");
             for (auto d : {"ns", "chains", "tmp"}) fs::remove(root / d, ec);
         }
     } else if (!fs::create_directories(root, ec)) {
@@ -220,6 +220,7 @@ void store_impl::recover(recovery_report* report) {
             collect_chain(ctx_, c);
             // A stop between a commit and its compaction left a standalone predecessor.
             relink_chain(ctx_, c);
+            compress_uncompressed(ctx_, c);
             auto freed = ctx_.counters.versions_freed.load() - before;
             if (freed)
                 removed.push_back(
@@ -271,6 +272,7 @@ file_stat store_impl::stat(const std::string& path) {
         auto rec =
             parse_record(sys::read_small_file(ctx_.ns_dir.get(), rel, full(path)), full(path));
         f.size = rec.size;
+        f.version = rec.version;
         struct stat obj {};
         f.stored_bytes =
             sys::stat_at(ctx_.chains_dir.get(), rec.chain_id + "/objects/" + rec.version, obj)
@@ -472,7 +474,7 @@ void store_impl::create(const std::string& path, std::uint32_t mode, bool exclus
     }
     object_encoder enc(ctx_, full(path));
     enc.finish(format::generic_layout(0), "", 0);
-    if (!publish_new(path, 0, enc, 0, mode) && exclusive)
+    if (publish_new(path, "", enc, 0, mode).empty() && exclusive)
         throw store_error(EEXIST, path + ": file exists");
 }
 
@@ -481,7 +483,7 @@ std::unique_ptr<file_writer> store_impl::open_writer(const std::string& path, bo
     struct stat st {};
     auto rec = record_at(path, &st);
     auto current = truncate || rec.size == 0 ? nullptr : open_version_of(path);
-    return std::make_unique<store_file_writer>(ctx_, *this, path, st.st_ino, std::move(current),
+    return std::make_unique<store_file_writer>(ctx_, *this, path, rec.version, std::move(current),
                                                truncate && rec.size > 0);
 }
 
@@ -533,17 +535,17 @@ version_info store_impl::info(const std::string& path) {
     return v;
 }
 
-std::uint64_t store_impl::publish(const std::string& path, std::uint64_t expected_ino,
-                                  object_encoder& enc, std::uint64_t size) {
-    return publish_new(path, expected_ino, enc, size, 0644);
+std::string store_impl::publish(const std::string& path, const std::string& expected,
+                                object_encoder& enc, std::uint64_t size) {
+    return publish_new(path, expected, enc, size, 0644);
 }
 
 // The commit protocol (each step durable before the next; a crash anywhere leaves the old
 // or the new file): object renamed into its chain; record written and fsynced in tmp/, then
 // linked into the chain's versions/; then renamed over the path. Leftovers of an interrupted
 // commit are a tmp/ file or an unnamed version, both removed on the next open.
-std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t expected_ino,
-                                      object_encoder& enc, std::uint64_t size, std::uint32_t mode) {
+std::string store_impl::publish_new(const std::string& path, const std::string& expected,
+                                    object_encoder& enc, std::uint64_t size, std::uint32_t mode) {
     auto rel = ns_rel(path);
     auto key = chain_key_for(path);
     chain c(ctx_, chain_id_for_key(key), &key);
@@ -563,10 +565,10 @@ std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t exp
     std::string replaced_chain;
     try {
         std::lock_guard lock(ns_mutex_);
-        if (expected_ino) {
+        if (!expected.empty()) {
             struct stat st {};
             if (sys::stat_at(ctx_.ns_dir.get(), rel, st) && S_ISREG(st.st_mode) &&
-                st.st_ino == expected_ino) {
+                record_at(path).version == expected) {
                 // The new version keeps the file's mode and extended attributes.
                 sys::mutation_point();
                 if (::fchmod(rec.get(), st.st_mode & 07777) != 0)
@@ -577,10 +579,7 @@ std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t exp
                         spdlog::warn("{}: attribute {} not kept: {}", path, name,
                                      std::strerror(errno));
                 }
-                try {
-                    replaced_chain = record_at(path).chain_id;
-                } catch (const corrupt_store&) {
-                }
+                replaced_chain = record_at(path).chain_id;
                 sys::rename_at(ctx_.tmp_dir.get(), tmp, ctx_.ns_dir.get(), rel, 0, full(path));
                 named = true;
             }
@@ -604,17 +603,15 @@ std::uint64_t store_impl::publish_new(const std::string& path, std::uint64_t exp
     if (!named) {
         sys::remove_if_exists(ctx_.tmp_dir.get(), tmp);
         schedule({false, c.id(), {}});
-        return 0;
+        return {};
     }
     sys::fsync_fd(rec.get(), full(path)); // the mode and attributes copied under the lock
     sys::fsync_dir(ctx_.ns_dir.get(), parent_rel(rel), full(path));
     ctx_.counters.commits++;
     ctx_.counters.bytes_committed += size;
-    struct stat st {};
-    if (::fstat(rec.get(), &st) != 0) sys::fail("cannot stat", full(path));
     if (size > 0) schedule({true, c.id(), vid});
     if (!replaced_chain.empty()) schedule({false, replaced_chain, {}});
-    return st.st_ino;
+    return vid;
 }
 
 void store_impl::schedule(task t) {
@@ -633,9 +630,11 @@ void store_impl::schedule(task t) {
 void store_impl::run_task(const task& t) {
     try {
         chain c(ctx_, t.chain_id);
-        if (t.compact)
+        if (t.compact) {
+            // The previous version first: it reads this one while still uncompressed (fast).
             compact_after_commit(ctx_, c, t.version);
-        else
+            compress_uncompressed(ctx_, c);
+        } else
             collect_chain(ctx_, c);
     } catch (const sys::injected_crash&) {
         throw;

@@ -52,8 +52,8 @@ public:
     store_counters counters() const override { return ctx_.counters.snapshot(); }
     cache::cache_counters cache_counters() const override { return ctx_.cache.counters(); }
 
-    std::uint64_t publish(const std::string& path, std::uint64_t expected_ino, object_encoder& enc,
-                          std::uint64_t size) override;
+    std::string publish(const std::string& path, const std::string& expected, object_encoder& enc,
+                        std::uint64_t size) override;
     std::shared_ptr<const version_reader> open_version_of(const std::string& path) override;
 
 private:
@@ -68,8 +68,8 @@ private:
     void schedule(task t);
     void run_task(const task& t);
     void maintenance_loop();
-    std::uint64_t publish_new(const std::string& path, std::uint64_t expected_ino,
-                              object_encoder& enc, std::uint64_t size, std::uint32_t mode);
+    std::string publish_new(const std::string& path, const std::string& expected,
+                            object_encoder& enc, std::uint64_t size, std::uint32_t mode);
     void check_writable() const;
     // The record of the file at `path` (ENOENT, EISDIR...), read through `fd` if given.
     version_record record_at(const std::string& path, struct stat* st = nullptr);

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Runs the codec decoder fuzzer for SECONDS and each format parser fuzzer for a third of
-# that, from fresh seed corpora; a crash fails the run and leaves the reproducer in
-# RESULTS_DIR. Leaves "<passed> <failed>" in RESULTS_DIR/fuzz.count.
+# Runs the codec decoder fuzzer for SECONDS and each parser fuzzer (checkpoint formats, store
+# object files and version records) for a third of that, from fresh seed corpora; a crash
+# fails the run and leaves the reproducer in RESULTS_DIR. Leaves "<passed> <failed>" in
+# RESULTS_DIR/fuzz.count.
 set -u
 builddir=${1:?builddir} seconds=${2:?seconds} results=${3:?results dir}
 corpus=$(mktemp -d)
@@ -9,13 +10,20 @@ formats=$(mktemp -d)
 trap 'rm -rf "$corpus" "$formats"' EXIT
 "$builddir/tests/fuzz/make_fuzz_seeds" "$corpus"
 /usr/bin/python3 "$(dirname "$0")/make_format_seeds.py" "$formats" || echo "fuzz: no format seeds (python)"
+"$builddir/tests/fuzz/make_store_seeds" "$formats" || echo "fuzz: no store seeds"
 pass=0 fail=0
-for fuzzer in fuzz_decode fuzz_torch_zip fuzz_safetensors fuzz_npy fuzz_distcp fuzz_pickle fuzz_stream; do
+for fuzzer in fuzz_decode fuzz_torch_zip fuzz_safetensors fuzz_npy fuzz_distcp fuzz_pickle fuzz_stream \
+    fuzz_object fuzz_record; do
     if [ "$fuzzer" = fuzz_decode ]; then
         dir=$corpus time=$seconds
     else
         dir=$(mktemp -d -p "$formats") time=$(( (seconds + 2) / 3 ))
-        cp "$formats"/a.* "$dir"/ 2>/dev/null || true
+        case $fuzzer in
+            fuzz_object) seeds=object ;;
+            fuzz_record) seeds=record ;;
+            *) seeds=a ;;
+        esac
+        cp "$formats"/"$seeds".* "$dir"/ 2>/dev/null || true
     fi
     if "$builddir/tests/fuzz/$fuzzer" -max_total_time="$time" -max_len=70000 -rss_limit_mb=2048 \
         -artifact_prefix="$results/$fuzzer-" -print_final_stats=1 "$dir" > "$results/$fuzzer.log" 2>&1; then

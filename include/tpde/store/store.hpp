@@ -35,6 +35,10 @@ struct store_options {
     bool background_maintenance{false};
     bool read_only{false};
     int zstd_level{1};
+    // Write new versions uncompressed, as fast as the disk takes them, and compress them
+    // (standalone, and the previous version as a delta) afterwards, in maintenance. Off:
+    // compress while writing (less disk traffic, slower writes).
+    bool write_uncompressed{true};
 };
 
 enum class entry_type { file, directory, symlink, other };
@@ -48,6 +52,7 @@ struct file_stat {
     }, mtime{}, ctime{};
     std::uint64_t ino{0}; // stable while the entry exists
     std::uint32_t uid{0}, gid{0};
+    std::string version; // files: the committed version's id (new with every commit)
 };
 
 struct dir_entry {

@@ -416,6 +416,7 @@ std::string filesystem::stats_json() {
         {"versions_freed", c.versions_freed},
         {"bytes_freed", c.bytes_freed},
         {"frames_decoded", c.frames_decoded},
+        {"maintenance_pending", c.maintenance_pending},
         {"cache",
          {{"hits", k.hits},
           {"misses", k.misses},

@@ -27,6 +27,11 @@ struct store_context {
     sys::fd root_dir, ns_dir, chains_dir, tmp_dir;
     cache::block_cache cache;
     std::unique_ptr<util::thread_pool> pool; // null: encode on the calling thread
+    // Re-encodings run here, at a lower priority, so writers, readers (and training) come
+    // first on a busy machine. Null without background maintenance.
+    std::unique_ptr<util::thread_pool> background_pool;
+    // The pool for work started by this thread: the background one on maintenance threads.
+    util::thread_pool* pool_for_this_thread() const;
     atomic_counters counters;
 
     store_context(std::filesystem::path r, const store_options& o)
@@ -34,6 +39,7 @@ struct store_context {
     std::string shown_ns(const std::string& path) const { return (root / "ns" / path).string(); }
     // A fresh name for a temporary file under tmp/.
     std::string tmp_name(const char* what) const;
+    static void mark_background_thread(); // this thread does maintenance
 };
 
 } // namespace tpde::store

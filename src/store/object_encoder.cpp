@@ -8,7 +8,10 @@ namespace tpde::store {
 
 object_encoder::object_encoder(store_context& ctx, const std::string& shown, bool uncompressed)
     : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown),
-      pipe_(ctx.pool.get(), 2 * (ctx.pool ? ctx.pool->size() : 1)), uncompressed_(uncompressed) {}
+      // Raw frames are a copy and a hash: cheaper on the calling thread than a hand-off.
+      pipe_(uncompressed ? nullptr : ctx.pool_for_this_thread(),
+            2 * (ctx.pool ? ctx.pool->size() : 1)),
+      uncompressed_(uncompressed) {}
 
 void object_encoder::consume(encoded&& e) {
     e.entry.frame_pos = writer_.append(e.frame);

@@ -225,6 +225,12 @@ object_file::object_file(sys::fd f, std::string shown)
             throw corrupt_store(shown_ + ": block frame out of bounds");
 }
 
+void object_file::read_frame_into(std::size_t block, std::vector<std::byte>& buf) const {
+    const auto& b = footer_.blocks.at(block);
+    buf.resize(b.frame_len);
+    sys::pread_exact(fd_.get(), buf, b.frame_pos, shown_);
+}
+
 std::vector<std::byte> object_file::read_frame(std::size_t block) const {
     const auto& b = footer_.blocks.at(block);
     std::vector<std::byte> out(b.frame_len);

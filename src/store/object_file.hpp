@@ -82,6 +82,8 @@ public:
     const object_footer& footer() const { return footer_; }
     std::uint64_t file_size() const { return file_size_; }
     std::vector<std::byte> read_frame(std::size_t block) const;
+    // Into `buf` (resized): a reused buffer is not zeroed again for every frame.
+    void read_frame_into(std::size_t block, std::vector<std::byte>& buf) const;
     const std::string& shown() const { return shown_; }
 
 private:

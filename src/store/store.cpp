@@ -77,6 +77,16 @@ std::string ns_rel(const std::string& path) {
     return path;
 }
 
+namespace {
+thread_local bool background_thread = false;
+}
+void store_context::mark_background_thread() {
+    background_thread = true;
+}
+util::thread_pool* store_context::pool_for_this_thread() const {
+    return background_thread && background_pool ? background_pool.get() : pool.get();
+}
+
 std::string store_context::tmp_name(const char* what) const {
     return fmt::format("{}-{}-{:016x}", what, ::getpid(), new_object_uid());
 }
@@ -186,7 +196,16 @@ store_impl::store_impl(const fs::path& root, const store_options& opts) : ctx_(r
     }
     if (opts.encode_threads > 1)
         ctx_.pool = std::make_unique<util::thread_pool>(opts.encode_threads);
-    if (opts.background_maintenance) worker_ = std::thread([this] { maintenance_loop(); });
+    if (opts.background_maintenance) {
+        constexpr int background_nice = 10;
+        ctx_.background_pool =
+            std::make_unique<util::thread_pool>(std::max(1u, opts.encode_threads), background_nice);
+        worker_ = std::thread([this] {
+            store_context::mark_background_thread();
+            util::lower_this_thread_priority(background_nice);
+            maintenance_loop();
+        });
+    }
 }
 
 store_impl::~store_impl() {
@@ -661,6 +680,13 @@ void store_impl::maintenance_loop() {
         busy_ = false;
         if (tasks_.empty()) idle_cv_.notify_all();
     }
+}
+
+store_counters store_impl::counters() const {
+    auto c = ctx_.counters.snapshot();
+    std::lock_guard lock(tasks_mutex_);
+    c.maintenance_pending = tasks_.size() + (busy_ ? 1 : 0);
+    return c;
 }
 
 void store_impl::wait_idle() {

@@ -49,7 +49,7 @@ public:
     void collect_garbage() override;
     fsck_report fsck(bool repair) override;
     std::uint64_t stored_bytes() override;
-    store_counters counters() const override { return ctx_.counters.snapshot(); }
+    store_counters counters() const override;
     cache::cache_counters cache_counters() const override { return ctx_.cache.counters(); }
 
     std::string publish(const std::string& path, const std::string& expected, object_encoder& enc,
@@ -79,7 +79,7 @@ private:
     sys::fd lock_file_;
     std::mutex ns_mutex_; // makes check-then-rename of a commit atomic against rename/unlink
 
-    std::mutex tasks_mutex_;
+    mutable std::mutex tasks_mutex_;
     std::condition_variable tasks_cv_, idle_cv_;
     std::deque<task> tasks_;
     std::set<task> queued_;

@@ -36,7 +36,8 @@ void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) 
             throw corrupt_store(
                 fmt::format("{}: block {} refers past the end of its base", shown_, i));
     }
-    auto frame = obj_->read_frame(i);
+    thread_local std::vector<std::byte> frame;
+    obj_->read_frame_into(i, frame);
     try {
         codec::decode_options o;
         o.max_raw_size = b.size;
@@ -101,10 +102,11 @@ void version_reader::decode_direct(const std::vector<std::size_t>& blocks, std::
         const auto& b = obj_->footer().blocks[i];
         job->dest.push_back(out.subspan(static_cast<std::size_t>(b.offset - offset), b.size));
     }
-    if (ctx_.pool && blocks.size() > 1) {
-        auto helpers = std::min<std::size_t>(ctx_.pool->size(), blocks.size() - 1);
+    if (ctx_.pool_for_this_thread() && blocks.size() > 1) {
+        auto* pool = ctx_.pool_for_this_thread();
+        auto helpers = std::min<std::size_t>(pool->size(), blocks.size() - 1);
         for (std::size_t h = 0; h < helpers; ++h)
-            ctx_.pool->submit([job, self = shared_from_this()] { job->work(*self); });
+            pool->submit([job, self = shared_from_this()] { job->work(*self); });
     }
     job->work(*this);
     std::unique_lock lock(job->mutex);

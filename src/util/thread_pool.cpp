@@ -1,8 +1,16 @@
 #include "tpde/util/thread_pool.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace tpde::util {
 
-thread_pool::thread_pool(unsigned threads) {
+void lower_this_thread_priority(int nice) {
+    // Linux: a thread's nice value is per thread (its tid), despite PRIO_PROCESS.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+}
+
+thread_pool::thread_pool(unsigned threads, int nice) : nice_(nice) {
     if (threads == 0) threads = 1;
     workers_.reserve(threads);
     for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
@@ -18,6 +26,7 @@ thread_pool::~thread_pool() {
 }
 
 void thread_pool::run() {
+    if (nice_ > 0) lower_this_thread_priority(nice_);
     for (;;) {
         std::function<void()> job;
         {

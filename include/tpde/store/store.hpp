@@ -82,6 +82,7 @@ struct store_counters {
     std::uint64_t versions_freed{0};
     std::uint64_t bytes_freed{0};
     std::uint64_t frames_decoded{0};
+    std::uint64_t maintenance_pending{0}; // queued or running re-encodings and collections
 };
 
 struct recovery_report {

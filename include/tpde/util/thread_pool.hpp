@@ -11,9 +11,13 @@
 
 namespace tpde::util {
 
+// Lowers the calling thread's CPU priority (nice value); best effort.
+void lower_this_thread_priority(int nice);
+
 class thread_pool {
 public:
-    explicit thread_pool(unsigned threads);
+    // `nice` > 0: the workers run at that lower CPU priority (background work).
+    explicit thread_pool(unsigned threads, int nice = 0);
     ~thread_pool();
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
@@ -39,6 +43,7 @@ private:
     std::deque<std::function<void()>> jobs_;
     bool stopping_{false};
     std::vector<std::thread> workers_;
+    int nice_{0};
 };
 
 } // namespace tpde::util

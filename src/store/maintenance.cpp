@@ -28,6 +28,18 @@ std::vector<std::string> digit_runs(const std::string& s) {
 
 using members = std::vector<chain::member>;
 
+std::string directory_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+std::string file_name_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+bool has_digits(const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
 const chain::member* find(const members& ms, const std::string& vid) {
     for (const auto& m : ms)
         if (m.rec.version == vid) return &m;
@@ -111,10 +123,15 @@ bool compact_after_commit(store_context& ctx, const chain& c, const std::string&
     }
     const chain::member* best = nullptr;
     std::vector<int> best_score;
+    // Where the step is in a directory (global_step10/, checkpoint-500/), the file name holds
+    // the rank or shard (mp_rank_01_model_states.pt, __1_0.distcp, model-00002-of-00004): a
+    // predecessor has the same file name; another name is a sibling of the same step.
+    const bool step_in_directory = has_digits(directory_of(next->rec.path));
     for (const auto& m : ms) {
         if (&m == next || !m.error.empty() || m.links < 2 || !m.base.empty() || m.rec.size == 0 ||
             m.rec.seq > next->rec.seq)
             continue;
+        if (step_in_directory && file_name_of(m.rec.path) != file_name_of(next->rec.path)) continue;
         auto score = digit_match_score(next->rec.path, m.rec.path);
         if (!best || score > best_score || (score == best_score && m.rec.seq > best->rec.seq)) {
             best = &m;

@@ -7,12 +7,13 @@ Scenarios (each a few counted checks):
       step, torch/numpy/python RNG, tensors of several dtypes): bytes and loaded objects exact.
   s2  resume is bit-exact: a training process saving every 10 steps into the mount is
       SIGKILLed after its step-20 checkpoint; a new process resumes from the newest checkpoint
-      on the mount to step 30. Loss curve, final state and the checkpoint files equal those of
-      an uninterrupted run writing into a plain directory. (Fresh mount.)
+      on the mount to step 30. The loss curve and the final state equal those of an
+      uninterrupted run writing into a plain directory, and so do the bytes of the step-10
+      and step-20 files. (Fresh mount.)
   s3  Hugging Face Trainer's pattern: checkpoint-N/ with model.safetensors (one open/write),
       optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin, config.json,
-      trainer_state.json; rotation save_total_limit=2 by shutil.rmtree, which must free
-      store space.
+      trainer_state.json, every 5 steps from step 25 to 50; rotation save_total_limit=2 by
+      shutil.rmtree, which must free store space.
   s4  Lightning's pattern: torch.save into a BytesIO, written to a mkstemp file in /tmp,
       shutil.move (cross-device: copy2 + unlink) into the mount; last.ckpt a symlink replaced
       each epoch (symlink to a temp name + os.replace); save_top_k=2 with os.remove.
@@ -23,7 +24,7 @@ Scenarios (each a few counted checks):
       loaded back DCP-style (seek/read of slices).
   s7  mmap: safetensors files mapped (MAP_SHARED, MAP_PRIVATE, numpy.memmap), tensors exact.
   s8  standard tools: ls -l sizes, cp -a / rsync -a / tar round trips byte-identical, du
-      shows the stored (smaller) size.
+      shows the stored (smaller) size. (rsync: skipped when not installed.)
 Then every file once more, a clean unmount, and a remount with every file exact again.
 
 Every file written is hashed as written: torch.save(obj, path) into the mount is repeated
@@ -263,10 +264,17 @@ def store_stats(mnt):
     return json.loads(os.getxattr(mnt, "user.tpde.stats").rstrip(b"\0"))
 
 
-def wait_parent(mnt, path, parent_rel, timeout=SETTLE_TIMEOUT, idle_for=3.0):
+def busy_key(s):
+    """What changes while the daemon works in the background (maintenance_pending: queued
+    or running re-encodes, where the daemon reports it)."""
+    return (s.get("stored_bytes"), s.get("reencodes"), s.get("commits"),
+            s.get("maintenance_pending", 0) > 0 and time.monotonic())
+
+
+def wait_parent(mnt, path, parent_rel, timeout=SETTLE_TIMEOUT, idle_for=2.0):
     """Polls until `path` is a delta against `parent_rel`, or the daemon's background work
-    has been idle (stats unchanged) for `idle_for` seconds, or `timeout`. Returns (ratio,
-    parent, seconds waited)."""
+    has been idle (nothing pending, stats unchanged) for `idle_for` seconds, or `timeout`.
+    Returns (ratio, parent, seconds waited)."""
     t0 = time.monotonic()
     parent, ratio = "", 0.0
     last, since = None, t0
@@ -278,7 +286,7 @@ def wait_parent(mnt, path, parent_rel, timeout=SETTLE_TIMEOUT, idle_for=3.0):
         except (OSError, ValueError) as e:
             return 0.0, f"<{e}>", time.monotonic() - t0
         now = time.monotonic()
-        key = (s.get("stored_bytes"), s.get("reencodes"), s.get("commits"))
+        key = busy_key(s)
         if key != last:
             last, since = key, now
         if parent == parent_rel or now - t0 > timeout or now - since > idle_for:
@@ -287,13 +295,13 @@ def wait_parent(mnt, path, parent_rel, timeout=SETTLE_TIMEOUT, idle_for=3.0):
 
 
 def settle(mnt, timeout=SETTLE_TIMEOUT):
-    """Waits until the daemon's background work is idle: stored_bytes and the re-encode
-    count unchanged over 3 polls 0.25 s apart. Returns the last stats."""
+    """Waits until the daemon's background work is idle: nothing pending, stored_bytes and
+    the re-encode count unchanged over 3 polls 0.25 s apart. Returns the last stats."""
     t0 = time.monotonic()
     last, same = None, 0
     while time.monotonic() - t0 < timeout:
         s = store_stats(mnt)
-        key = (s.get("stored_bytes"), s.get("reencodes"), s.get("commits"))
+        key = busy_key(s)
         same = same + 1 if key == last else 0
         last = key
         if same >= 2:
@@ -321,8 +329,7 @@ class Ctx:
         self.res, self.m, self.mnt, self.shadow, self.torch = res, m, m.mnt, shadow, torch
         self.expected = {}      # rel -> (sha256, size)
         self.links = {}         # rel -> symlink target
-        self.ratios = {}        # label -> [(rel, ratio, parent)]
-        self.notes = []
+        self.ratios = {}        # label -> [(rel, ratio, has the expected parent)]
 
     def p(self, rel):
         return os.path.join(self.mnt, rel)
@@ -343,12 +350,17 @@ class Ctx:
         self.expected[rel] = sha_file(sh)
         return self.expected[rel]
 
-    def put(self, rel, data, mode="w"):
-        """A file written with one open/write (text mode as json.dump users do)."""
-        enc = data.encode() if isinstance(data, str) else data
-        with open(self.p(rel), mode + ("b" if isinstance(data, bytes) else ""),
-                  **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
-            f.write(data)
+    def put(self, rel, data):
+        """A file written with one open() and one write(): bytes in binary mode (as
+        safetensors' serialize_file), str in text mode (as json writers)."""
+        if isinstance(data, bytes):
+            enc = data
+            with open(self.p(rel), "wb") as f:
+                f.write(data)
+        else:
+            enc = data.encode()
+            with open(self.p(rel), "w", encoding="utf-8") as f:
+                f.write(data)
         with open(self.sp(rel), "wb") as f:
             f.write(enc)
         self.expected[rel] = (hashlib.sha256(enc).hexdigest(), len(enc))
@@ -574,13 +586,13 @@ def s2_resume(ctx, plain):
               f"{len(diffs)} of 30 steps differ: {diffs[:5]}")
     print(f"  losses: step 1 {ref_l.get(1)}, step 30 {ref_l.get(30)}; killed run reached "
           f"step {max(k_l)} before SIGKILL", flush=True)
-    # Final state: as loaded objects, and as checkpoint bytes (same file names, so torch.save
-    # output must be identical byte for byte, including the optimizer and RNG state).
+    # Final state (model, optimizer, RNG, step) equal to the uninterrupted run's.
     bad = ctx.verify()
     ctx.check("s2_all_checkpoints_exact", not bad, "; ".join(bad))
-    if os.path.exists(os.path.join(plain, "run", "step-30.pt")) and "run/step-30.pt" in ctx.expected:
+    ref30 = os.path.join(plain, "run", "step-30.pt")
+    if os.path.exists(ref30) and "run/step-30.pt" in ctx.expected:
         a = torch.load(ctx.p("run/step-30.pt"))
-        b = torch.load(os.path.join(plain, "run", "step-30.pt"))
+        b = torch.load(ref30)
         d = deep_diff(torch, b, a)
         ctx.check("s2_final_state_identical", not d, "; ".join(d))
     else:
@@ -678,8 +690,7 @@ def s3_hf_trainer(ctx, keep):
         ck = f"{out}/checkpoint-{step}"
         os.makedirs(ctx.p(ck), exist_ok=True)
         sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        ctx.put(f"{ck}/model.safetensors", safetensors_bytes(torch, sd, {"format": "pt"}),
-                mode="w")
+        ctx.put(f"{ck}/model.safetensors", safetensors_bytes(torch, sd, {"format": "pt"}))
         keep[f"{ck}/model.safetensors"] = clone_tree(torch, sd)
         ctx.put(f"{ck}/config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         ctx.tsave(args, f"{ck}/training_args.bin")
@@ -1108,7 +1119,7 @@ def s6_dcp(ctx):
     ctx.check("s6_distcp_and_metadata_exact", not bad, "; ".join(bad))
     ctx.check("s6_dcp_style_load_exact", not load_bad and files, "; ".join(load_bad))
     settle(ctx.mnt)
-    for r in range(nranks):    # not asserted (not in the brief's list), reported only
+    for r in range(nranks):    # reported, not asserted (the shards are rows of one model)
         ctx.delta("s6 dcp __#_0.distcp (not asserted)", f"dcp/step_{every}/__{r}_0.distcp",
                   f"dcp/step_{2 * every}/__{r}_0.distcp", idle_for=0.5)
 
@@ -1260,10 +1271,10 @@ def s8_tools(ctx, work):
         used = apparent = None
     stored = store_stats(ctx.mnt)["stored_bytes"]
     logical = sum(v[1] for v in ctx.expected.values())
-    ctx.note = f"du {used} of apparent {apparent} (written {logical}, stats stored {stored})"
-    print(f"  {ctx.note}", flush=True)
+    note = f"du {used} of apparent {apparent} (written {logical}, stats stored {stored})"
+    print(f"  {note}", flush=True)
     ctx.check("s8_du_shows_stored_size", used is not None and used < apparent
-              and apparent >= logical and used <= 1.1 * stored + 4096 * len(src), ctx.note)
+              and apparent >= logical and used <= 1.1 * stored + 4096 * len(src), note)
 
 
 # ------------------------------------------------------------------------------- driver
@@ -1291,9 +1302,10 @@ def print_ratios(ctxs):
         for label, rows in ctx.ratios.items():
             rs = [r for _, r, _ in rows]
             if rs:
+                tail = "" if label.startswith("newest") else (
+                    f"; expected parent {sum(1 for *_, ok in rows if ok)}/{len(rs)}")
                 print(f"  {label}: n={len(rs)} min {min(rs):.3f} max {max(rs):.3f} "
-                      f"mean {sum(rs) / len(rs):.3f}; expected parent "
-                      f"{sum(1 for *_, ok in rows if ok)}/{len(rs)}")
+                      f"mean {sum(rs) / len(rs):.3f}{tail}")
 
 
 def newest_ratios(ctx, label, rels):
@@ -1322,7 +1334,7 @@ def main():
         res.skip(why)
     try:
         torch = torch_setup(1)
-        import numpy  # noqa: F401
+        __import__("numpy")
     except Exception as e:
         res.skip(f"cannot import torch/numpy ({type(e).__name__}: {e}); "
                  "Debian: python3-torch python3-numpy")

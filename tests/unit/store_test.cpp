@@ -448,3 +448,29 @@ TEST(Store, NotAStore) {
     EXPECT_THROW(store::store::open(d.path() / "x"), store::store_error);
     EXPECT_THROW(store::store::init(d.path() / "x"), store::store_error);
 }
+
+// Files of several ranks per step share a chain key; each must be a delta against its own
+// rank's next step, not against another rank of the same step.
+TEST(Store, RanksChainAgainstTheirOwnRank) {
+    temp_dir d;
+    auto s = store::store::open(d.path() / "s", small_blocks());
+    std::vector<std::vector<float>> w;
+    for (int r = 0; r < 3; ++r) w.push_back(weights_f32(30000, 50 + static_cast<std::uint32_t>(r)));
+    auto rank_file = [](int step, int r) {
+        return "global_step" + std::to_string(step) + "/mp_rank_0" + std::to_string(r) +
+               "_model_states.pt";
+    };
+    for (int step : {10, 20, 30}) {
+        s->mkdir("global_step" + std::to_string(step), 0755);
+        for (int r = 0; r < 3; ++r) {
+            w[static_cast<std::size_t>(r)] = step_f32(w[static_cast<std::size_t>(r)], 1.0,
+                                                      static_cast<std::uint32_t>(step * 10 + r));
+            write_file(*s, rank_file(step, r), make_safetensors({w[static_cast<std::size_t>(r)]}));
+        }
+    }
+    for (int step : {10, 20})
+        for (int r = 0; r < 3; ++r)
+            EXPECT_EQ(s->info(rank_file(step, r)).base_path, rank_file(step + 10, r))
+                << rank_file(step, r);
+    for (int r = 0; r < 3; ++r) EXPECT_TRUE(s->info(rank_file(30, r)).base.empty());
+}

@@ -219,10 +219,14 @@ object_file::object_file(sys::fd f, std::string shown)
     footer_ = decode_footer(body, shown_);
     if (footer_.uid != load_le<std::uint64_t>(head + 8))
         throw corrupt_store(shown_ + ": object header and footer disagree");
-    for (const auto& b : footer_.blocks)
+    for (const auto& b : footer_.blocks) {
         if (b.frame_pos < object_header_size || b.frame_len > pos ||
             b.frame_pos > pos - b.frame_len)
             throw corrupt_store(shown_ + ": block frame out of bounds");
+        // Sizes that allocate on read are bounded before anything trusts them.
+        if (b.size > max_block_size || b.ref_size > max_block_size)
+            throw corrupt_store(shown_ + ": block larger than any the store writes");
+    }
 }
 
 void object_file::read_frame_into(std::size_t block, std::vector<std::byte>& buf) const {

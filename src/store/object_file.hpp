@@ -39,6 +39,8 @@ struct object_footer {
 };
 
 inline constexpr std::size_t object_header_size = 16;
+// No block or reference range the store writes is larger (block_size is at most 4 MiB).
+inline constexpr std::uint32_t max_block_size = 64u << 20;
 inline constexpr std::size_t object_tail_size = 32;
 
 std::uint64_t new_object_uid();

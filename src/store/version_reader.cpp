@@ -31,6 +31,9 @@ void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) 
             throw corrupt_store(
                 fmt::format("{}: block {} of {} needs a base version it does not name", shown_, i,
                             obj_->shown()));
+        if (b.ref_offset > base_->size() || base_->size() - b.ref_offset < b.ref_size)
+            throw corrupt_store(
+                fmt::format("{}: block {} refers past the end of its base", shown_, i));
         ref.resize(b.ref_size);
         if (base_->read(b.ref_offset, ref) != b.ref_size)
             throw corrupt_store(

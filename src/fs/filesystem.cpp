@@ -194,6 +194,12 @@ std::string filesystem::readlink(std::uint64_t node) {
     return store_.readlink(path(node));
 }
 
+void filesystem::forget(std::uint64_t node, std::uint64_t n) {
+    if (!nodes_.forget(node, n)) return;
+    std::lock_guard files(files_mutex_); // node ids are never reused: its entry is dead
+    cached_version_.erase(node);
+}
+
 std::shared_ptr<open_file> filesystem::attach(std::uint64_t node) {
     std::lock_guard lock(files_mutex_);
     auto f = nodes_.file_of(node);
@@ -306,6 +312,11 @@ void filesystem::commit_locked(std::uint64_t node, open_file& f) {
     if (!f.writer->commit() || !p) {
         spdlog::debug("{}: not committed: the file was unlinked or replaced while open",
                       p.value_or("(unlinked)"));
+        return;
+    }
+    if (f.handles == f.writing_handles) {
+        // No read handle to move to the new version; one opened later takes its own snapshot.
+        f.committed.reset();
         return;
     }
     try {

@@ -56,7 +56,7 @@ public:
     store::store& backing() { return store_; }
 
     entry lookup(std::uint64_t parent, const std::string& name);
-    void forget(std::uint64_t node, std::uint64_t n) { nodes_.forget(node, n); }
+    void forget(std::uint64_t node, std::uint64_t n);
     struct stat getattr(std::uint64_t node);
     // `to_set` uses the FUSE_SET_ATTR_* bits.
     struct stat setattr(std::uint64_t node, const struct stat& attr, int to_set, handle* h);

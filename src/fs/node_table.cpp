@@ -22,10 +22,11 @@ std::uint64_t node_table::lookup(const std::string& path) {
     return id;
 }
 
-void node_table::forget(std::uint64_t id, std::uint64_t n) {
+bool node_table::forget(std::uint64_t id, std::uint64_t n) {
     std::lock_guard lock(mutex_);
     auto it = nodes_.find(id);
-    if (it == nodes_.end() || id == root_id) return;
+    if (it == nodes_.end()) return true;
+    if (id == root_id) return false;
     it->second.lookups = it->second.lookups > n ? it->second.lookups - n : 0;
     if (it->second.lookups == 0 && !it->second.file) {
         if (it->second.linked) {
@@ -33,7 +34,9 @@ void node_table::forget(std::uint64_t id, std::uint64_t n) {
             if (p != by_path_.end() && p->second == id) by_path_.erase(p);
         }
         nodes_.erase(it);
+        return true;
     }
+    return false;
 }
 
 std::optional<std::string> node_table::path_of(std::uint64_t id) const {

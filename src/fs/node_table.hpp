@@ -22,7 +22,8 @@ public:
     node_table();
     // The node for `path`, created if needed, with one more kernel lookup reference.
     std::uint64_t lookup(const std::string& path);
-    void forget(std::uint64_t id, std::uint64_t n);
+    // Returns whether the node is gone (no lookups, no open file).
+    bool forget(std::uint64_t id, std::uint64_t n);
     // The node's current path; nullopt once unlinked (or unknown).
     std::optional<std::string> path_of(std::uint64_t id) const;
     std::string child_path(std::uint64_t parent, const std::string& name) const; // ENOENT if gone

@@ -54,8 +54,7 @@ void store_file_writer::start_sequential() {
 void store_file_writer::emit(std::uint64_t end, std::optional<codec::element_type> type) {
     auto from = static_cast<std::size_t>(encoded_until_ - pending_base_);
     auto n = static_cast<std::size_t>(end - encoded_until_);
-    std::vector<std::byte> block(pending_.begin() + from, pending_.begin() + from + n);
-    encoder_->add(encoded_until_, std::move(block), type);
+    encoder_->add(encoded_until_, std::span<const std::byte>(pending_).subspan(from, n), type);
     encoded_until_ = end;
     // Drop consumed bytes now and then, not per block (that would be quadratic).
     auto consumed = static_cast<std::size_t>(encoded_until_ - pending_base_);

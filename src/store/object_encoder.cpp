@@ -23,22 +23,46 @@ void object_encoder::consume(encoded&& e) {
     blocks_.push_back(e.entry);
 }
 
-void object_encoder::add(std::uint64_t offset, std::vector<std::byte> block,
-                         std::optional<codec::element_type> type, std::uint64_t ref_offset,
-                         std::vector<std::byte> ref) {
-    if (block.empty()) return;
+codec::encode_options object_encoder::options(std::optional<codec::element_type> type) const {
     codec::encode_options opts;
     opts.type = type;
     opts.zstd_level = ctx_.opts.zstd_level;
     if (uncompressed_)
         opts.allow_standalone = opts.allow_dense = opts.allow_sparse = opts.allow_patch = false;
+    return opts;
+}
+
+void object_encoder::add(std::uint64_t offset, std::span<const std::byte> block,
+                         std::optional<codec::element_type> type, std::uint64_t ref_offset,
+                         std::span<const std::byte> ref) {
+    if (block.empty()) return;
+    if (parallel_) { // the job outlives the caller's bytes
+        add(offset, std::vector<std::byte>(block.begin(), block.end()), type, ref_offset,
+            std::vector<std::byte>(ref.begin(), ref.end()));
+        return;
+    }
+    encoded e{{offset, static_cast<std::uint32_t>(block.size()), 0, 0, ref_offset,
+               static_cast<std::uint32_t>(ref.size())},
+              {},
+              {}};
+    e.frame = codec::encode(block, ref, options(type), &e.info);
+    consume(std::move(e));
+}
+
+void object_encoder::add(std::uint64_t offset, std::vector<std::byte>&& block,
+                         std::optional<codec::element_type> type, std::uint64_t ref_offset,
+                         std::vector<std::byte>&& ref) {
+    if (block.empty()) return;
+    if (!parallel_)
+        return add(offset, std::span<const std::byte>(block), type, ref_offset,
+                   std::span<const std::byte>(ref));
     block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
                       ref_offset, static_cast<std::uint32_t>(ref.size())};
-    // Shared pointers: std::function-free jobs must be copyable for packaged_task.
+    // Shared pointers: the job must be copyable for packaged_task.
     auto b = std::make_shared<std::vector<std::byte>>(std::move(block));
     auto r = std::make_shared<std::vector<std::byte>>(std::move(ref));
     pipe_.push(
-        [b, r, opts, entry] {
+        [b, r, opts = options(type), entry] {
             encoded e{entry, {}, {}};
             e.frame = codec::encode(*b, *r, opts, &e.info);
             return e;

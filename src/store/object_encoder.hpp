@@ -17,10 +17,14 @@ public:
     // `uncompressed`: raw frames only (a writer that must keep up with the disk).
     object_encoder(store_context& ctx, const std::string& shown, bool uncompressed = false);
     // Encodes `block` (at `offset` in the version) against `ref` (bytes [ref_offset, +size)
-    // of the base version; empty: none).
-    void add(std::uint64_t offset, std::vector<std::byte> block,
+    // of the base version; empty: none). Owned buffers are handed to a worker as they are;
+    // borrowed ones are encoded in place when coding runs on this thread, else copied.
+    void add(std::uint64_t offset, std::vector<std::byte>&& block,
              std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
-             std::vector<std::byte> ref = {});
+             std::vector<std::byte>&& ref = {});
+    void add(std::uint64_t offset, std::span<const std::byte> block,
+             std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
+             std::span<const std::byte> ref = {});
     // Waits for every block added so far to be in the object.
     void drain();
     // Drains, writes the footer and fsyncs; then publish() through writer().
@@ -37,12 +41,14 @@ private:
         codec::encode_info info;
     };
     void consume(encoded&& e);
+    codec::encode_options options(std::optional<codec::element_type> type) const;
     store_context& ctx_;
     object_writer writer_;
     util::ordered_pipeline<encoded> pipe_;
     std::vector<block_entry> blocks_;
     std::uint64_t elements_{0}, changed_{0};
     bool uncompressed_;
+    bool parallel_; // blocks go to pool workers (else they are coded on the calling thread)
 };
 
 } // namespace tpde::store

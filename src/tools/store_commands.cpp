@@ -114,17 +114,22 @@ int run_ls(const store_args& a, const std::string& path, bool recursive) {
     return 0;
 }
 
-int run_cat(const store_args& a, const std::string& path) {
-    auto s = open_existing(a, true);
-    auto r = s->open_reader(path);
-    output_file out("-");
+// The whole file, through `out` (committed only when complete). Returns its size.
+std::uint64_t copy_out(const store::file_reader& r, const fs::path& to) {
+    output_file out(to);
     std::vector<std::byte> buf(4u << 20);
-    for (std::uint64_t off = 0; off < r->size();) {
-        auto n = r->read(off, buf);
+    for (std::uint64_t off = 0; off < r.size();) {
+        auto n = r.read(off, buf);
         out.write({buf.data(), n});
         off += n;
     }
     out.commit();
+    return r.size();
+}
+
+int run_cat(const store_args& a, const std::string& path) {
+    auto s = open_existing(a, true);
+    copy_out(*s->open_reader(path), "-");
     return 0;
 }
 
@@ -150,17 +155,8 @@ void export_tree(store::store& s, const std::string& path, const fs::path& to, s
             fs::create_symlink(s.readlink(p), dst);
             continue;
         } else if (e.type == store::entry_type::file) {
-            auto r = s.open_reader(p);
-            output_file out(dst);
-            std::vector<std::byte> buf(4u << 20);
-            for (std::uint64_t off = 0; off < r->size();) {
-                auto n = r->read(off, buf);
-                out.write({buf.data(), n});
-                off += n;
-            }
-            out.commit();
+            bytes += copy_out(*s.open_reader(p), dst);
             ++files;
-            bytes += r->size();
         } else {
             continue;
         }

@@ -61,7 +61,7 @@ import traceback
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "mount"))
-from mount_util import MountError, Results, mounted, skip_reason  # noqa: E402
+from mount_util import sha_file, MountError, Results, mounted, skip_reason  # noqa: E402
 
 MIB = 1 << 20
 RATIO_MIN = 1.2         # an older version of a chain must be stored at least this much smaller
@@ -224,18 +224,6 @@ def safetensors_parse(buf):
 
 
 # ------------------------------------------------------------------------------ helpers
-
-def sha_file(path, chunk=4 * MIB):
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest(), n
-            h.update(b)
-            n += len(b)
-
 
 def first_diff(a_path, b_path, chunk=MIB):
     """Offset of the first differing byte of two files (for failure messages)."""
@@ -914,11 +902,16 @@ def ds_rank(rank, root, shadow, steps, every, barrier, q):
             barrier.wait(60)
         q.put(("done", rank))
     except Exception as e:
-        q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"))
-        try:
-            barrier.abort()
-        except Exception:
-            pass
+        report_rank_failure(q, rank, barrier, e)
+
+
+def report_rank_failure(q, rank, barrier, e):
+    """A rank process failed: tell the parent, and release the other ranks from the barrier."""
+    q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"))
+    try:
+        barrier.abort()
+    except Exception:
+        pass
 
 
 def run_ranks(target, nranks, args, timeout=120):
@@ -1052,11 +1045,7 @@ def dcp_rank(rank, root, shadow, steps, every, barrier, q):
             barrier.wait(60)
         q.put(("done", rank))
     except Exception as e:
-        q.put(("error", rank, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"))
-        try:
-            barrier.abort()
-        except Exception:
-            pass
+        report_rank_failure(q, rank, barrier, e)
 
 
 def s6_dcp(ctx):

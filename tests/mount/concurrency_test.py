@@ -29,24 +29,12 @@ import traceback
 
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_util import MountError, Results, mounted, skip_reason  # noqa: E402
+from mount_util import sha_file, MountError, Results, mounted, skip_reason  # noqa: E402
 
 WRITERS, READERS = 8, 4
 FILE_SIZE = 8 << 20
 CHUNK = 1 << 20
 PHASE_TIMEOUT = 75          # seconds for the concurrent phase; then the daemon is killed
-
-
-def sha_file(path, chunk):
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest(), n
-            h.update(b)
-            n += len(b)
 
 
 def writer(i, dirpath, registry, results):

@@ -29,6 +29,7 @@ status into FILE; --timeout kills the daemon after S seconds (hung requests then
 import atexit
 import contextlib
 import ctypes
+import hashlib
 import os
 import shutil
 import signal
@@ -43,6 +44,19 @@ MOUNT_TIMEOUT = 20.0
 _active = {}                 # id -> Mount still mounted by this process
 _owner_pid = os.getpid()
 _nets_installed = False
+
+
+def sha_file(path, chunk=1 << 20):
+    """(sha256 hex digest, size) of a file read in `chunk`-byte reads."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest(), n
+            h.update(b)
+            n += len(b)
 
 
 def skip_reason():

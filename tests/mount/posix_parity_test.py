@@ -32,7 +32,7 @@ import traceback
 
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_util import (MountError, Results, is_mounted, mounted, set_pdeathsig,  # noqa: E402
+from mount_util import (MountError, Results, sha_file, is_mounted, mounted, set_pdeathsig,  # noqa: E402
                         skip_reason)
 
 SCENARIO_TIMEOUT = 60       # seconds; past it the daemon is killed (hung FUSE request)
@@ -88,18 +88,6 @@ def write_all(path, data, mode=0o644):
             view = view[n:]
     finally:
         os.close(fd)
-
-
-def sha_file(path, chunk=MIB):
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest(), n
-            h.update(b)
-            n += len(b)
 
 
 def user_xattrs(path, follow=True):

@@ -62,6 +62,18 @@ output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {
         if (fd_ < 0) fail("cannot write", "standard output");
         return;
     }
+    // A device or FIFO (`-o /dev/null`) is written in place: renaming over it would replace
+    // the device node with a regular file.
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) {
+            errno = EISDIR;
+            fail("cannot write", path_);
+        }
+        fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd_ < 0) fail("cannot write", path_);
+        return;
+    }
     tmp_ = path_;
     tmp_ += ".tmp-" + std::to_string(::getpid());
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -34,7 +34,8 @@ private:
 
 // Writes to "<path>.tmp-<pid>" and renames over `path` on commit(); an output that was not
 // committed (an error midway) is removed, so a failed run never leaves a half-written file
-// under the final name. The path "-" is standard output.
+// under the final name. The path "-" is standard output; an existing device or FIFO is
+// written in place.
 class output_file {
 public:
     explicit output_file(std::filesystem::path path);

@@ -66,6 +66,21 @@ expect_error corrupt "corrupt" "$TPDE" decode --ref "$work/prev.bin" "$work/flip
 expect_error bad_type "element type" "$TPDE" encode --type f8 "$work/new.bin" -o "$work/x"
 if [ ! -e "$work/x" ] && ! ls "$work"/x.tmp-* >/dev/null 2>&1; then ok no_partial_output; else bad no_partial_output; fi
 
+# A device or FIFO given as output is written to, never replaced by a regular file.
+mkfifo "$work/fifo"
+timeout 30 cat "$work/fifo" >"$work/fifo.out" &
+reader=$!
+"$TPDE" decode --ref "$work/prev.bin" "$work/delta.tpde" -o "$work/fifo"
+wait $reader
+if [ -p "$work/fifo" ] && cmp -s "$work/fifo.out" "$N"; then ok fifo_output; else bad fifo_output; fi
+if mknod "$work/null" c 1 3 2>/dev/null; then
+    "$TPDE" decode --ref "$work/prev.bin" "$work/delta.tpde" -o "$work/null"
+    if [ -c "$work/null" ]; then ok device_output; else bad device_output; fi
+else
+    echo "SKIP device_output: mknod needs root"
+fi
+expect_error dir_output "Is a directory" "$TPDE" decode --ref "$work/prev.bin" "$work/delta.tpde" -o "$work"
+
 out=$("$TPDE" stats "$work/prev.bin" "$work/new.bin")
 if grep -q '^ *total' <<<"$out" && grep -q 'dense\|sparse' <<<"$out"; then ok stats; else bad stats "$out"; fi
 for sub in encode decode stats; do

@@ -1,9 +1,9 @@
 #include "tpde/codec/codec.hpp"
 
+#include "tpde/util/xxhash.hpp"
 #include <cstring>
 #include <limits>
 #include <optional>
-#include <xxhash.h>
 
 #include "byte_io.hpp"
 #include "element_probe.hpp"
@@ -139,6 +139,20 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     detail::write_header(frame, h);
     if (info) *info = {h.m, type, block.size() / width_of(type), changed, frame.size()};
     return frame;
+}
+
+std::array<std::byte, frame_header_size> raw_frame_header(std::span<const std::byte> block,
+                                                          element_type type) {
+    if (block.size() > std::numeric_limits<std::uint32_t>::max())
+        throw std::invalid_argument("tpde encode: block larger than 4 GiB");
+    detail::frame_header h;
+    h.m = method::raw;
+    h.type = type;
+    h.raw_size = h.payload_size = static_cast<std::uint32_t>(block.size());
+    h.content_hash = content_hash(block);
+    std::array<std::byte, frame_header_size> header;
+    detail::write_header(header, block, h);
+    return header;
 }
 
 namespace {

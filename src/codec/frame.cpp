@@ -1,7 +1,7 @@
 #include "frame.hpp"
 
+#include "tpde/util/xxhash.hpp"
 #include <cstring>
-#include <xxhash.h>
 
 #include "byte_io.hpp"
 
@@ -10,15 +10,22 @@ namespace {
 constexpr char magic[4] = {'T', 'P', 'D', 'F'};
 constexpr std::size_t checked_bytes = 32;
 
+std::uint64_t frame_check(const std::byte* header, std::span<const std::byte> payload) {
+    auto seed = XXH3_64bits(header, checked_bytes);
+    return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
+}
 std::uint64_t frame_check(std::span<const std::byte> frame) {
-    auto seed = XXH3_64bits(frame.data(), checked_bytes);
-    return XXH3_64bits_withSeed(frame.data() + frame_header_size, frame.size() - frame_header_size,
-                                seed);
+    return frame_check(frame.data(), frame.subspan(frame_header_size));
 }
 } // namespace
 
 void write_header(std::span<std::byte> frame, const frame_header& h) {
-    std::byte* p = frame.data();
+    write_header(frame.first(frame_header_size), frame.subspan(frame_header_size), h);
+}
+
+void write_header(std::span<std::byte> header, std::span<const std::byte> payload,
+                  const frame_header& h) {
+    std::byte* p = header.data();
     std::memcpy(p, magic, 4);
     p[4] = std::byte{format_version};
     p[5] = static_cast<std::byte>(h.m);
@@ -28,7 +35,7 @@ void write_header(std::span<std::byte> frame, const frame_header& h) {
     store_le(p + 12, h.payload_size);
     store_le(p + 16, h.content_hash);
     store_le(p + 24, h.reference_hash);
-    store_le(p + 32, frame_check(frame));
+    store_le(p + 32, frame_check(p, payload));
 }
 
 frame_header read_header(std::span<const std::byte> frame, bool verify_check) {

@@ -28,6 +28,9 @@ struct frame_header {
 
 // Writes the header of a complete frame (payload already in place after it).
 void write_header(std::span<std::byte> frame, const frame_header& h);
+// The same for a payload kept elsewhere; `header` is frame_header_size bytes.
+void write_header(std::span<std::byte> header, std::span<const std::byte> payload,
+                  const frame_header& h);
 // Validates magic, version, enum ranges, that the frame is exactly header + payload long
 // and, unless told not to (fuzzing the decoders behind it), the frame check.
 // Throws decode_error.

@@ -40,8 +40,13 @@ struct stream_segmenter::impl {
     std::vector<segment> all; // handed out, in order
     std::size_t handed{0};
     std::uint64_t fed{0};
-    std::vector<std::byte> buf; // bytes [buf_start, fed) the parser may still need
-    std::uint64_t buf_start{0};
+    // Bytes the parser may still need: [buf_start, buf_end()) copied into buf, the rest of
+    // [buf_start, fed) read in place from the caller's chunk `in` while feed() runs. Only what
+    // the parser still needs after the chunk is copied: tensor data is skipped, not buffered.
+    std::vector<std::byte> buf;
+    std::uint64_t buf_start{0}; // may lie beyond fed: the parser skips to there
+    std::span<const std::byte> in;
+    std::uint64_t in_start{0};
     std::uint64_t cursor{0};    // where parsing continues
     std::uint64_t keep_from{0}; // bytes before this are never needed again
 
@@ -58,11 +63,23 @@ struct stream_segmenter::impl {
     bool have(std::uint64_t at, std::uint64_t n) const {
         return at >= buf_start && at <= fed && fed - at >= n;
     }
-    std::span<const std::byte> bytes(std::uint64_t at, std::uint64_t n) const {
+    std::uint64_t buf_end() const { return buf_start + buf.size(); }
+    // Bytes [at, at+n), which have(at, n) said are there. A range straddling buf and `in`
+    // (rare: a header cut by a chunk boundary) copies the rest of `in` into buf, which
+    // invalidates spans taken from buf before; after that buf does not grow in this chunk.
+    std::span<const std::byte> bytes(std::uint64_t at, std::uint64_t n) {
+        if (at >= buf_end())
+            return in.subspan(static_cast<std::size_t>(at - in_start), static_cast<std::size_t>(n));
+        if (at + n > buf_end()) copy_in_from(buf_end());
         return std::span<const std::byte>(buf).subspan(static_cast<std::size_t>(at - buf_start),
                                                        static_cast<std::size_t>(n));
     }
-    std::span<const std::byte> from(std::uint64_t at) const { return bytes(at, fed - at); }
+    std::span<const std::byte> from(std::uint64_t at) { return bytes(at, fed - at); }
+    void copy_in_from(std::uint64_t at) { // requires at == buf_end() or buf empty
+        if (at >= fed) return;
+        if (buf.empty()) buf_start = at;
+        buf.insert(buf.end(), in.begin() + static_cast<std::ptrdiff_t>(at - in_start), in.end());
+    }
 
     // Hands out segments contiguously: a gap gets its own segment, named as close_gaps()
     // names it, so what was handed out stays a prefix of the final layout.
@@ -94,24 +111,31 @@ struct stream_segmenter::impl {
         st = state::rest;
     }
 
-    void append(std::span<const std::byte> in) {
-        // Keep only what the parser may still look at.
-        std::uint64_t drop_until = std::max(keep_from, buf_start);
-        if (drop_until > buf_start) {
-            auto n = static_cast<std::size_t>(
-                std::min<std::uint64_t>(drop_until - buf_start, buf.size()));
-            buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
-            buf_start += n;
+    // Forgets buffered bytes before `k`.
+    void drop_before(std::uint64_t k) {
+        if (k <= buf_start) return;
+        if (k >= buf_end()) {
+            buf.clear();
+        } else {
+            buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(k - buf_start));
         }
-        std::uint64_t end = fed + in.size();
-        if (st != state::rest && end > keep_from) {
-            std::uint64_t skip = keep_from > fed ? keep_from - fed : 0;
-            if (buf.empty()) buf_start = fed + skip;
-            buf.insert(buf.end(), in.begin() + static_cast<std::ptrdiff_t>(skip), in.end());
-        } else if (buf.empty()) {
-            buf_start = end;
-        }
-        fed = end;
+        buf_start = k;
+    }
+    // Makes `chunk` readable, after dropping what the parser no longer needs.
+    void begin_chunk(std::span<const std::byte> chunk) {
+        drop_before(keep_from);
+        in = chunk;
+        in_start = fed;
+        fed += chunk.size();
+        if (buf.empty()) buf_start = std::max(buf_start, in_start);
+    }
+    // Copies what of the chunk the parser may still need, before the caller's bytes go away.
+    void end_chunk() {
+        drop_before(keep_from);
+        if (st != state::rest) copy_in_from(std::max(buf_start, buf_end()));
+        if (buf.empty()) buf_start = std::max(buf_start, fed);
+        in = {};
+        in_start = fed;
     }
 
     // Advances the parser as far as the bytes fed allow.
@@ -122,7 +146,7 @@ struct stream_segmenter::impl {
         } catch (const format_error& e) {
             give_up(e.what());
         }
-        if (st != state::rest && fed - buf_start > opts.max_lookahead)
+        if (st != state::rest && fed > buf_start && fed - buf_start > opts.max_lookahead)
             give_up("record larger than the look-ahead");
     }
 
@@ -334,8 +358,9 @@ stream_segmenter::stream_segmenter(stream_options opts) : p_(std::make_unique<im
 stream_segmenter::~stream_segmenter() = default;
 
 std::vector<segment> stream_segmenter::feed(std::span<const std::byte> bytes) {
-    p_->append(bytes);
+    p_->begin_chunk(bytes);
     p_->run();
+    p_->end_chunk();
     std::vector<segment> out(p_->all.begin() + static_cast<std::ptrdiff_t>(p_->handed),
                              p_->all.end());
     p_->handed = p_->all.size();

@@ -1,5 +1,6 @@
 #include "store/chain.hpp"
 
+#include "tpde/util/xxhash.hpp"
 #include <chrono>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -7,7 +8,6 @@
 #include <random>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <xxhash.h>
 
 namespace tpde::store {
 

@@ -52,16 +52,43 @@ void store_file_writer::start_sequential() {
 }
 
 void store_file_writer::emit(std::uint64_t end, std::optional<codec::element_type> type) {
-    auto from = static_cast<std::size_t>(encoded_until_ - pending_base_);
-    auto n = static_cast<std::size_t>(end - encoded_until_);
-    encoder_->add(encoded_until_, std::span<const std::byte>(pending_).subspan(from, n), type);
-    encoded_until_ = end;
-    // Drop consumed bytes now and then, not per block (that would be quadratic).
-    auto consumed = static_cast<std::size_t>(encoded_until_ - pending_base_);
-    if (consumed >= (4u << 20) || consumed == pending_.size()) {
-        pending_.erase(pending_.begin(), pending_.begin() + consumed);
-        pending_base_ = encoded_until_;
+    const std::uint64_t pending_end = pending_base_ + pending_.size();
+    const auto from = encoded_until_;
+    std::span<const std::byte> block;
+    if (from >= pending_end) { // all in the caller's buffer: no copy
+        block = incoming_.subspan(static_cast<std::size_t>(from - pending_end),
+                                  static_cast<std::size_t>(end - from));
+    } else if (end <= pending_end) {
+        block = std::span<const std::byte>(pending_).subspan(
+            static_cast<std::size_t>(from - pending_base_), static_cast<std::size_t>(end - from));
+    } else {
+        straddle_.assign(pending_.begin() + static_cast<std::ptrdiff_t>(from - pending_base_),
+                         pending_.end());
+        straddle_.insert(straddle_.end(), incoming_.begin(),
+                         incoming_.begin() + static_cast<std::ptrdiff_t>(end - pending_end));
+        block = straddle_;
     }
+    encoder_->add(from, block, type);
+    encoded_until_ = end;
+}
+
+// Keeps what no block has taken: pending_ is dropped once consumed (or its consumed prefix
+// now and then, not per block: that would be quadratic), and only the unconsumed part of the
+// caller's bytes is copied.
+void store_file_writer::keep_unencoded() {
+    const std::uint64_t pending_end = pending_base_ + pending_.size();
+    auto consumed = static_cast<std::size_t>(std::min(encoded_until_, pending_end) - pending_base_);
+    if (consumed == pending_.size()) {
+        pending_.clear();
+        pending_base_ = std::max(encoded_until_, pending_end);
+    } else if (consumed >= (4u << 20)) {
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
+        pending_base_ += consumed;
+    }
+    auto taken = static_cast<std::size_t>(pending_base_ + pending_.size() - pending_end);
+    pending_.insert(pending_.end(), incoming_.begin() + static_cast<std::ptrdiff_t>(taken),
+                    incoming_.end());
+    incoming_ = {};
 }
 
 // Cuts what has arrived into blocks: each within one segment (so it has one element type),
@@ -106,10 +133,16 @@ void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> b
     if (bytes.empty()) return;
     dirty_ = true;
     if (mode_ == mode::sequential && offset == size_) {
-        pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+        incoming_ = bytes;
         size_ += bytes.size();
-        for (auto& s : segmenter_->feed(bytes)) segments_.push_back(std::move(s));
-        emit_blocks(false);
+        try {
+            for (auto& s : segmenter_->feed(bytes)) segments_.push_back(std::move(s));
+            emit_blocks(false);
+        } catch (...) {
+            keep_unencoded();
+            throw;
+        }
+        keep_unencoded();
         return;
     }
     to_staged();

@@ -46,6 +46,7 @@ private:
     void to_staged();
     void emit_blocks(bool final);
     void emit(std::uint64_t end, std::optional<codec::element_type> type);
+    void keep_unencoded();
     std::string shown() const { return ctx_.shown_ns(path_); }
 
     store_context& ctx_;
@@ -61,9 +62,14 @@ private:
     std::unique_ptr<format::stream_segmenter> segmenter_;
     std::unique_ptr<object_encoder> encoder_;
     std::deque<format::segment> segments_; // known, not yet fully encoded
-    std::vector<std::byte> pending_;       // bytes [pending_base_, size_)
+    // Bytes [pending_base_, size_) not yet encoded: kept in pending_, except during write(),
+    // where the bytes that call brings are read in place from incoming_ and only what no
+    // block took yet is copied into pending_.
+    std::vector<std::byte> pending_;
     std::uint64_t pending_base_{0};
+    std::span<const std::byte> incoming_;
     std::uint64_t encoded_until_{0};
+    std::vector<std::byte> straddle_; // a block that begins in pending_ and ends in incoming_
     // staged
     sys::fd staging_;
     std::string staging_name_;

@@ -8,10 +8,10 @@ namespace tpde::store {
 
 object_encoder::object_encoder(store_context& ctx, const std::string& shown, bool uncompressed)
     : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown),
-      // Raw frames are a copy and a hash: cheaper on the calling thread than a hand-off.
+      // Raw frames are a hash: cheaper on the calling thread than a hand-off.
       pipe_(uncompressed ? nullptr : ctx.pool_for_this_thread(),
             2 * (ctx.pool ? ctx.pool->size() : 1)),
-      uncompressed_(uncompressed) {}
+      uncompressed_(uncompressed), parallel_(!uncompressed && ctx.pool_for_this_thread()) {}
 
 void object_encoder::consume(encoded&& e) {
     e.entry.frame_pos = writer_.append(e.frame);
@@ -27,8 +27,6 @@ codec::encode_options object_encoder::options(std::optional<codec::element_type>
     codec::encode_options opts;
     opts.type = type;
     opts.zstd_level = ctx_.opts.zstd_level;
-    if (uncompressed_)
-        opts.allow_standalone = opts.allow_dense = opts.allow_sparse = opts.allow_patch = false;
     return opts;
 }
 
@@ -36,6 +34,19 @@ void object_encoder::add(std::uint64_t offset, std::span<const std::byte> block,
                          std::optional<codec::element_type> type, std::uint64_t ref_offset,
                          std::span<const std::byte> ref) {
     if (block.empty()) return;
+    if (uncompressed_) { // a raw frame: hashed and written from where the bytes are
+        auto header = codec::raw_frame_header(block, type.value_or(codec::element_type::bytes));
+        block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
+                          ref_offset, static_cast<std::uint32_t>(ref.size())};
+        entry.frame_pos = writer_.append(header, block);
+        entry.frame_len = static_cast<std::uint32_t>(header.size() + block.size());
+        blocks_.push_back(entry);
+        if (type && *type != codec::element_type::bytes) { // all changed: there is no base
+            elements_ += block.size() / codec::width_of(*type);
+            changed_ += block.size() / codec::width_of(*type);
+        }
+        return;
+    }
     if (parallel_) { // the job outlives the caller's bytes
         add(offset, std::vector<std::byte>(block.begin(), block.end()), type, ref_offset,
             std::vector<std::byte>(ref.begin(), ref.end()));

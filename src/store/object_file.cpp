@@ -1,11 +1,11 @@
 #include "store/object_file.hpp"
 
+#include "tpde/util/xxhash.hpp"
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <random>
 #include <sys/stat.h>
-#include <xxhash.h>
 
 #include "codec/byte_io.hpp"
 
@@ -15,6 +15,7 @@ namespace {
 constexpr char header_magic[8] = {'T', 'P', 'D', 'O', 'B', 'J', 0, 1};
 constexpr char tail_magic[8] = {'T', 'P', 'D', 'O', 'E', 'N', 'D', '1'};
 constexpr std::size_t write_buffer_size = 1u << 20;
+constexpr std::size_t direct_write_min = 64u << 10; // larger payloads skip the buffer
 constexpr std::uint8_t no_type = 0xff;
 
 using codec::detail::byte_sink;
@@ -159,6 +160,20 @@ std::uint64_t object_writer::append(std::span<const std::byte> frame) {
     } else {
         buffer_.insert(buffer_.end(), frame.begin(), frame.end());
     }
+    return at;
+}
+
+std::uint64_t object_writer::append(std::span<const std::byte> header,
+                                    std::span<const std::byte> payload) {
+    if (payload.size() < direct_write_min) {
+        auto at = append(header);
+        append(payload);
+        return at;
+    }
+    flush(); // a large payload goes to the kernel from where it is: no copy into the buffer
+    auto at = pos_;
+    sys::pwrite_all(fd_.get(), header, payload, pos_, shown_);
+    pos_ += header.size() + payload.size();
     return at;
 }
 

@@ -57,6 +57,8 @@ public:
     std::uint64_t uid() const { return uid_; }
     // Appends a frame and returns its offset in the object.
     std::uint64_t append(std::span<const std::byte> frame);
+    // The same for a frame given as header and payload.
+    std::uint64_t append(std::span<const std::byte> header, std::span<const std::byte> payload);
     // Writes footer and tail, fsyncs. `footer.uid` is set from this writer.
     void finish(object_footer footer);
     // Atomically replaces `to_dir/to_name` with this object (the caller fsyncs to_dir).

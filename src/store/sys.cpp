@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <stdio.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace tpde::store::sys {
@@ -83,6 +84,34 @@ void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
             fail("cannot write", shown);
         }
         bytes = bytes.subspan(static_cast<std::size_t>(n));
+        off += static_cast<std::uint64_t>(n);
+    }
+}
+
+void pwrite_all(int f, std::span<const std::byte> first, std::span<const std::byte> second,
+                std::uint64_t off, const std::string& shown) {
+    mutation_point();
+    while (!first.empty()) {
+        iovec iov[2] = {{const_cast<std::byte*>(first.data()), first.size()},
+                        {const_cast<std::byte*>(second.data()), second.size()}};
+        auto n = ::pwritev(f, iov, 2, static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", shown);
+        }
+        auto done = static_cast<std::size_t>(n);
+        off += done;
+        auto from_first = std::min(done, first.size());
+        first = first.subspan(from_first);
+        second = second.subspan(done - from_first);
+    }
+    while (!second.empty()) {
+        auto n = ::pwrite(f, second.data(), second.size(), static_cast<off_t>(off));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", shown);
+        }
+        second = second.subspan(static_cast<std::size_t>(n));
         off += static_cast<std::uint64_t>(n);
     }
 }

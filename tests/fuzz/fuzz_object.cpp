@@ -8,10 +8,10 @@
 // points at an in-bounds footer the harness rewrites that checksum to match (as fuzz_decode
 // turns verify_frame_check off): mutations of the footer then reach decode_footer and the
 // block checks. The tail's footer offset and length reach object_file exactly as mutated.
+#include "tpde/util/xxhash.hpp"
 #include <cstdlib>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "codec/byte_io.hpp"
 #include "store/object_file.hpp"

@@ -2,6 +2,7 @@
 // The TPDE block codec: one block of a new checkpoint, optionally against the block at the
 // same place in the previous checkpoint of its chain, to one self-checking frame and back.
 // Knows bytes and element types only: no files, no paths.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -72,6 +73,12 @@ struct encode_info {
 std::vector<std::byte> encode(std::span<const std::byte> block,
                               std::span<const std::byte> reference, const encode_options& opts = {},
                               encode_info* info = nullptr);
+
+// The header of the raw frame of `block`: it followed by the block's bytes is the frame
+// encode() makes with every other method disallowed. For writers that must keep up with the
+// disk: the block is hashed, not copied.
+std::array<std::byte, frame_header_size> raw_frame_header(std::span<const std::byte> block,
+                                                          element_type type = element_type::bytes);
 
 // Decodes a frame; `reference` must be byte-identical to the encoder's. Throws decode_error.
 std::vector<std::byte> decode(std::span<const std::byte> frame,

@@ -1,0 +1,150 @@
+// codec_micro: the codec's single-thread compute speed on one real checkpoint pair, in
+// process (no process start, no file I/O), next to libzstd on the same bytes.
+//
+//   codec_micro [--runs N] PREV NEW
+//
+// NEW is cut into blocks exactly as `tpde encode --ref PREV NEW` cuts it (format-aware
+// segments, 128 KiB blocks, each against its matching block of PREV). One run encodes every
+// block on this thread, then decodes every frame and compares it with the block; zstd runs
+// ZSTD_compress(level 3) and ZSTD_decompress on the whole NEW. Prints MB/s of NEW's bytes,
+// medians over --runs (default 5), and the ratio tpde/zstd of each. Use it to iterate on
+// the codec; scripts/bench/codec_bench.sh is the end-to-end (CLI) benchmark of the issue.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fmt/core.h>
+#include <string>
+#include <unistd.h>
+#include <vector>
+#include <zstd.h>
+
+#include "tpde/codec/codec.hpp"
+#include "tpde/format/block_plan.hpp"
+#include "tpde/format/segment.hpp"
+
+namespace fs = std::filesystem;
+using namespace tpde;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+std::vector<std::byte> slurp(const fs::path& p) {
+    std::vector<std::byte> v(fs::file_size(p));
+    int f = ::open(p.c_str(), O_RDONLY);
+    if (f < 0) throw std::runtime_error("cannot open " + p.string());
+    std::size_t done = 0;
+    while (done < v.size()) {
+        auto n = ::read(f, v.data() + done, v.size() - done);
+        if (n <= 0) throw std::runtime_error("cannot read " + p.string());
+        done += static_cast<std::size_t>(n);
+    }
+    ::close(f);
+    return v;
+}
+
+double seconds_since(clk::time_point t) {
+    return std::chrono::duration<double>(clk::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    int runs = 5;
+    std::vector<std::string> paths;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--runs" && i + 1 < argc) {
+            runs = std::max(1, std::atoi(argv[++i]));
+        } else if (a == "-h" || a == "--help") {
+            std::puts("usage: codec_micro [--runs N] PREV NEW");
+            return 0;
+        } else {
+            paths.push_back(a);
+        }
+    }
+    if (paths.size() != 2) {
+        std::fputs("usage: codec_micro [--runs N] PREV NEW\n", stderr);
+        return 2;
+    }
+    try {
+        const auto prev = slurp(paths[0]);
+        const auto next = slurp(paths[1]);
+        const auto prev_layout = format::segment_file(prev);
+        const auto next_layout = format::segment_file(next);
+        const auto plan = format::plan_blocks(next_layout, &prev_layout, prev.size());
+        const std::span<const std::byte> nb(next), pb(prev);
+
+        std::vector<double> enc_s, dec_s, zenc_s, zdec_s;
+        std::size_t stored = 0;
+        std::size_t zstored = 0;
+        std::vector<std::vector<std::byte>> frames(plan.size());
+        std::vector<std::byte> out;
+        std::vector<std::byte> zbuf(ZSTD_compressBound(next.size()));
+        std::vector<std::byte> zout(next.size());
+        ZSTD_CCtx* cctx = ZSTD_createCCtx();
+        ZSTD_DCtx* dctx = ZSTD_createDCtx();
+        for (int r = 0; r < runs; ++r) {
+            auto t = clk::now();
+            stored = 0;
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                const auto& b = plan[i];
+                codec::encode_options o;
+                o.type = b.type;
+                frames[i] = codec::encode(nb.subspan(b.offset, b.size),
+                                          pb.subspan(b.ref_offset, b.ref_size), o);
+                stored += frames[i].size();
+            }
+            enc_s.push_back(seconds_since(t));
+
+            t = clk::now();
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                const auto& b = plan[i];
+                out.resize(b.size);
+                codec::decode_into(frames[i], pb.subspan(b.ref_offset, b.ref_size), out);
+            }
+            dec_s.push_back(seconds_since(t));
+            for (std::size_t i = 0; i < plan.size(); ++i) { // outside the timing
+                const auto& b = plan[i];
+                auto back = codec::decode(frames[i], pb.subspan(b.ref_offset, b.ref_size));
+                if (back.size() != b.size ||
+                    std::memcmp(back.data(), nb.data() + b.offset, b.size) != 0)
+                    throw std::runtime_error(fmt::format("block {} does not round-trip", i));
+            }
+
+            t = clk::now();
+            zstored =
+                ZSTD_compressCCtx(cctx, zbuf.data(), zbuf.size(), next.data(), next.size(), 3);
+            zenc_s.push_back(seconds_since(t));
+            if (ZSTD_isError(zstored)) throw std::runtime_error("zstd failed");
+            t = clk::now();
+            auto n = ZSTD_decompressDCtx(dctx, zout.data(), zout.size(), zbuf.data(), zstored);
+            zdec_s.push_back(seconds_since(t));
+            if (ZSTD_isError(n) || n != next.size()) throw std::runtime_error("zstd -d failed");
+        }
+        ZSTD_freeCCtx(cctx);
+        ZSTD_freeDCtx(dctx);
+
+        const double mb = static_cast<double>(next.size()) / 1e6;
+        fmt::print("{} against {}: {} blocks, {:.1f} MB, medians of {} runs, one thread\n\n",
+                   paths[1], paths[0], plan.size(), mb, runs);
+        fmt::print("| | tpde | zstd -3 (libzstd) | tpde / zstd |\n|---|---:|---:|---:|\n");
+        fmt::print("| ratio | {:.3f} | {:.3f} | |\n", double(next.size()) / double(stored),
+                   double(next.size()) / double(zstored));
+        fmt::print("| encode MB/s | {:.0f} | {:.0f} | {:.2f} |\n", mb / median(enc_s),
+                   mb / median(zenc_s), median(zenc_s) / median(enc_s));
+        fmt::print("| decode MB/s | {:.0f} | {:.0f} | {:.2f} |\n", mb / median(dec_s),
+                   mb / median(zdec_s), median(zdec_s) / median(dec_s));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "codec_micro: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

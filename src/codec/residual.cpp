@@ -85,11 +85,23 @@ inline U unzigzag(U z) {
 
 // Symbol of a zigzag residual: 0, 1, or 2*(n-1)+b for bit length n >= 2 and b the bit below
 // the leading one; n-2 raw bits follow.
+// std::bit_width without a branch for zero: the widened 2z+1 is never zero, so the compiler
+// emits a bare bsr (a portable build has no lzcnt); the branch it adds otherwise mispredicts
+// wherever unchanged elements are common.
+template <typename U>
+inline unsigned bit_width_of(U z) {
+    if constexpr (sizeof(U) < 8) {
+        return static_cast<unsigned>(63 - __builtin_clzll((std::uint64_t{z} << 1) | 1));
+    } else {
+        return static_cast<unsigned>(std::bit_width(z));
+    }
+}
+
 template <typename U>
 inline unsigned symbol_of(U z, unsigned& nraw) {
     // Branch-free: whether an element changed at all is data, not a pattern.
     // Written as masks: compilers turn the conditional form into branches.
-    unsigned n = static_cast<unsigned>(std::bit_width(z));
+    unsigned n = bit_width_of(z);
     unsigned big = 0u - unsigned(n >= 2); // all ones when n >= 2
     nraw = (n - 2) & big;
     unsigned below = static_cast<unsigned>(z >> nraw) & 1;
@@ -242,13 +254,16 @@ void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref,
     bit_writer bw(a.raw_scratch, n * (bits_of<U> - 2));
     std::uint64_t raw_total = 0, changed = 0;
     constexpr bool fo = lay.float_order;
+    // A local pointer: the stores below could alias the vector's own, which the compiler
+    // would otherwise reload for every element.
+    std::uint16_t* const syms = a.syms.data();
     for (std::size_t i = 0; i < n; ++i) {
         U r = load<U>(ref, i);
         U z = zigzag<U>(U(to_ordered(load<U>(blk, i), fo) - to_ordered(r, fo)));
         unsigned nraw;
         unsigned s = symbol_of(z, nraw);
         unsigned cs = lut[(r >> lay.exp_shift) & exp_mask] * max_symbols + s;
-        a.syms[i] = static_cast<std::uint16_t>(cs);
+        syms[i] = static_cast<std::uint16_t>(cs);
         ++a.hist.counts[cs];
         if constexpr (sizeof(U) == 8) {
             bw.put_wide(z & ((U{1} << nraw) - 1), nraw);

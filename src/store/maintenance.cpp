@@ -39,6 +39,23 @@ std::string file_name_of(const std::string& path) {
 bool has_digits(const std::string& s) {
     return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
+// The digit runs of the path components that name a rank (mp_rank_01, rank3, pp_rank_0):
+// Megatron's iter_0000100/mp_rank_01/model_optim_rng.pt keeps the rank in a directory, so
+// the same-file-name rule below does not tell ranks apart there.
+std::vector<std::string> rank_ids(const std::string& path) {
+    std::vector<std::string> ids;
+    for (std::size_t start = 0; start <= path.size();) {
+        auto end = std::min(path.find('/', start), path.size());
+        std::string part = path.substr(start, end - start);
+        std::string lower = part;
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        if (lower.find("rank") != std::string::npos)
+            for (auto& r : digit_runs(part)) ids.push_back(std::move(r));
+        start = end + 1;
+    }
+    return ids;
+}
 
 const chain::member* find(const members& ms, const std::string& vid) {
     for (const auto& m : ms)
@@ -126,12 +143,15 @@ bool compact_after_commit(store_context& ctx, const chain& c, const std::string&
     // Where the step is in a directory (global_step10/, checkpoint-500/), the file name holds
     // the rank or shard (mp_rank_01_model_states.pt, __1_0.distcp, model-00002-of-00004): a
     // predecessor has the same file name; another name is a sibling of the same step.
+    // Whatever the layout, a file naming a rank chains against the same rank.
     const bool step_in_directory = has_digits(directory_of(next->rec.path));
+    const auto ranks = rank_ids(next->rec.path);
     for (const auto& m : ms) {
         if (&m == next || !m.error.empty() || m.links < 2 || !m.base.empty() || m.rec.size == 0 ||
             m.rec.seq > next->rec.seq)
             continue;
         if (step_in_directory && file_name_of(m.rec.path) != file_name_of(next->rec.path)) continue;
+        if (rank_ids(m.rec.path) != ranks) continue;
         auto score = digit_match_score(next->rec.path, m.rec.path);
         if (!best || score > best_score || (score == best_score && m.rec.seq > best->rec.seq)) {
             best = &m;

@@ -2,8 +2,11 @@
 // bounded read depth, namespace semantics, corruption reports, concurrency.
 #include <algorithm>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <fstream>
+#include <functional>
 #include <random>
+#include <set>
 #include <sys/xattr.h>
 #include <thread>
 
@@ -450,22 +453,26 @@ TEST(Store, NotAStore) {
 }
 
 // Files of several ranks per step share a chain key; each must be a delta against its own
-// rank's next step, not against another rank of the same step.
-TEST(Store, RanksChainAgainstTheirOwnRank) {
+// rank's next step, not against another rank of the same step. DeepSpeed names the rank in
+// the file (global_step10/mp_rank_01_model_states.pt), Megatron in a directory
+// (iter_0000010/mp_rank_01/model_optim_rng.pt).
+void expect_ranks_chain_against_their_own_rank(
+    const std::function<std::string(int step, int rank)>& rank_file) {
     temp_dir d;
     auto s = store::store::open(d.path() / "s", small_blocks());
     std::vector<std::vector<float>> w;
     for (int r = 0; r < 3; ++r) w.push_back(weights_f32(30000, 50 + static_cast<std::uint32_t>(r)));
-    auto rank_file = [](int step, int r) {
-        return "global_step" + std::to_string(step) + "/mp_rank_0" + std::to_string(r) +
-               "_model_states.pt";
-    };
+    std::set<std::string> made;
     for (int step : {10, 20, 30}) {
-        s->mkdir("global_step" + std::to_string(step), 0755);
         for (int r = 0; r < 3; ++r) {
+            auto path = rank_file(step, r);
+            for (auto slash = path.find('/'); slash != std::string::npos;
+                 slash = path.find('/', slash + 1))
+                if (made.insert(path.substr(0, slash)).second)
+                    s->mkdir(path.substr(0, slash), 0755);
             w[static_cast<std::size_t>(r)] = step_f32(w[static_cast<std::size_t>(r)], 1.0,
                                                       static_cast<std::uint32_t>(step * 10 + r));
-            write_file(*s, rank_file(step, r), make_safetensors({w[static_cast<std::size_t>(r)]}));
+            write_file(*s, path, make_safetensors({w[static_cast<std::size_t>(r)]}));
         }
     }
     for (int step : {10, 20})
@@ -473,4 +480,17 @@ TEST(Store, RanksChainAgainstTheirOwnRank) {
             EXPECT_EQ(s->info(rank_file(step, r)).base_path, rank_file(step + 10, r))
                 << rank_file(step, r);
     for (int r = 0; r < 3; ++r) EXPECT_TRUE(s->info(rank_file(30, r)).base.empty());
+}
+
+TEST(Store, RanksChainAgainstTheirOwnRank) {
+    expect_ranks_chain_against_their_own_rank([](int step, int r) {
+        return "global_step" + std::to_string(step) + "/mp_rank_0" + std::to_string(r) +
+               "_model_states.pt";
+    });
+}
+
+TEST(Store, RanksInDirectoriesChainAgainstTheirOwnRank) {
+    expect_ranks_chain_against_their_own_rank([](int step, int r) {
+        return fmt::format("iter_{:07}/mp_rank_{:02}/model_optim_rng.pt", step, r);
+    });
 }

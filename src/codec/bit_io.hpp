@@ -93,6 +93,10 @@ public:
         check_bounds();
         return overrun_;
     }
+    // For a vector decoder reading the same stream.
+    const std::byte* data() const { return p_; }
+    std::uint64_t& position() { return pos_; }
+    std::uint64_t size_bits() const { return total_bits_; }
 
 private:
     const std::byte* p_;

@@ -9,6 +9,7 @@
 #include "element_probe.hpp"
 #include "frame.hpp"
 #include "patch.hpp"
+#include "rans.hpp"
 #include "residual.hpp"
 #include "standalone.hpp"
 
@@ -92,13 +93,15 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     std::size_t changed = block.size() / width_of(type);
 
     bool coded = false;
+    unsigned delta_lanes = 2;
     std::optional<reference_view> ref;
     if (use_delta || use_patch) ref.emplace(reference, block.size());
     if (use_delta) {
         auto r = detail::encode_delta(type, block, ref->bytes, opts.allow_dense, opts.allow_sparse,
-                                      frame);
+                                      frame, opts.rans_lanes);
         h.m = r.chosen;
         changed = r.changed;
+        delta_lanes = r.lanes;
         coded = true;
     }
     if (use_patch) {
@@ -112,6 +115,8 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     }
     if (coded) {
         h.flags = detail::flag_has_reference;
+        if (h.m != method::patch && delta_lanes == detail::max_rans_lanes)
+            h.flags |= detail::flag_rans16;
         h.reference_hash = ref->compute_hash();
     }
     // Without a reference, or when the delta barely helps (a parent that does not resemble
@@ -181,7 +186,8 @@ void decode_checked(const detail::frame_header& h, std::span<const std::byte> fr
             if (h.m == method::patch)
                 detail::decode_patch(payload, ref->used, out);
             else
-                detail::decode_delta(h.m, h.type, payload, ref->bytes, out);
+                detail::decode_delta(h.m, h.type, payload, ref->bytes, out,
+                                     (h.flags & detail::flag_rans16) ? detail::max_rans_lanes : 2);
             break;
         }
     } catch (const reference_mismatch&) {

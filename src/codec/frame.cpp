@@ -50,7 +50,7 @@ frame_header read_header(std::span<const std::byte> frame, bool verify_check) {
     auto m = std::to_integer<std::uint8_t>(p[5]);
     auto t = std::to_integer<std::uint8_t>(p[6]);
     h.flags = std::to_integer<std::uint8_t>(p[7]);
-    if (m >= method_count || !is_valid(t) || (h.flags & ~flag_has_reference))
+    if (m >= method_count || !is_valid(t) || (h.flags & ~(flag_has_reference | flag_rans16)))
         throw decode_error("corrupt frame: bad method, type or flags");
     h.m = static_cast<method>(m);
     h.type = static_cast<element_type>(t);
@@ -65,6 +65,8 @@ frame_header read_header(std::span<const std::byte> frame, bool verify_check) {
     bool delta = h.m == method::dense || h.m == method::sparse || h.m == method::patch;
     if (delta != bool(h.flags & flag_has_reference))
         throw decode_error("corrupt frame: reference flag does not match method");
+    if ((h.flags & flag_rans16) && h.m != method::dense && h.m != method::sparse)
+        throw decode_error("corrupt frame: lane flag on a method without rANS");
     if (h.m == method::raw && h.payload_size != h.raw_size)
         throw decode_error("corrupt frame: raw payload size mismatch");
     return h;

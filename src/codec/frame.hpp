@@ -15,6 +15,8 @@ namespace tpde::codec::detail {
 
 inline constexpr std::uint8_t format_version = 1;
 inline constexpr std::uint8_t flag_has_reference = 1;
+// dense/sparse only: the residual section's rANS interleaves 16 states (else 2).
+inline constexpr std::uint8_t flag_rans16 = 2;
 
 struct frame_header {
     method m{method::raw};

@@ -1,7 +1,9 @@
 #pragma once
 // Static, context-modelled rANS (Duda; the layout follows ryg's public-domain rans_word):
 // states in [2^15, 2^31) (so the encoder's reciprocal division, exact for 31-bit numerators,
-// applies), 16-bit renormalisation, 12-bit probabilities, two interleaved states.
+// applies), 16-bit renormalisation, 10-bit probabilities, interleaved states: element k
+// uses state k % lanes. Frames of the first layout have 2 lanes; new ones 16, which a
+// vector decoder steps all at once (one state's chain of dependent steps was the limit).
 // Written here rather than taken from zstd because we need many small per-context tables
 // with fractional-bit costs: Huffman's one-bit floor per symbol loses most of the gain on
 // sparse bf16 deltas (measured: 10.8x vs an ~18x estimate).
@@ -19,6 +21,7 @@ inline constexpr std::uint32_t prob_scale = 1u << prob_bits;
 inline constexpr std::uint32_t rans_low = 1u << 15;
 inline constexpr unsigned max_symbols = 128;
 inline constexpr unsigned max_contexts = 16;
+inline constexpr unsigned max_rans_lanes = 16;
 
 // Readable bytes that must follow a stream handed to rans_decoder or padded_bit_reader.
 inline constexpr std::size_t stream_padding = 512;
@@ -62,7 +65,7 @@ struct enc_table {
 // buffer sized for one word per symbol, so they come out in decoding order.
 class rans_encoder {
 public:
-    explicit rans_encoder(std::size_t symbols) : words_(symbols + 8) {
+    explicit rans_encoder(std::size_t symbols) : words_(symbols + 2 * max_rans_lanes + 8) {
         p_ = words_.data() + words_.size();
     }
     void put(std::uint32_t& x, const enc_symbol& s) {
@@ -76,7 +79,7 @@ public:
             s.rcp_shift;
         x += s.bias + q * s.cmpl_freq;
     }
-    // Flush state 1 first, then state 0: the decoder reads state 0 first.
+    // Flush the last lane's state first, state 0 last: the decoder reads state 0 first.
     void flush(std::uint32_t x) {
         *--p_ = static_cast<std::uint16_t>(x >> 16);
         *--p_ = static_cast<std::uint16_t>(x);
@@ -99,23 +102,24 @@ struct dec_table {
     void init(const freq_table& f);
 };
 
-// Reads a stream that is followed by stream_padding readable bytes (see padded()), so the
-// hot loop loads without bounds checks and renormalises without a data-dependent branch.
-// Callers run check_bounds() at least every max_run_between_checks symbols: running past the
-// end is then caught (and clamped) before the padding is exhausted.
+// Reads a stream with `L` interleaved states that is followed by stream_padding readable
+// bytes (see padded()), so the hot loop loads without bounds checks and renormalises without
+// a data-dependent branch. Callers run check_bounds() at least every max_run_between_checks
+// symbols: running past the end is then caught (and clamped) before the padding is exhausted.
+template <unsigned L>
 class rans_decoder {
 public:
     static constexpr std::size_t max_run_between_checks = 64; // at most 2 bytes each
+    static_assert(max_run_between_checks % L == 0);
     explicit rans_decoder(std::span<const std::byte> padded_in)
         : p_(padded_in.data()), end_(padded_in.data() + padded_in.size()) {
-        if (padded_in.size() < 4) overrun_ = true;
-        x0_ = read_state();
-        x1_ = read_state();
+        if (padded_in.size() < 4 * L) overrun_ = true;
+        for (auto& x : x_) x = read_state();
     }
-    // Decodes one symbol with state `K` (0 or 1) from `table`.
-    template <int K>
+    // Decodes one symbol with state `K` from `table`.
+    template <unsigned K>
     std::uint32_t get(const dec_table& table) {
-        std::uint32_t& x = K == 0 ? x0_ : x1_;
+        std::uint32_t& x = x_[K];
         std::uint32_t e = table.slot[x & (prob_scale - 1)];
         x = ((e & 0xfff) + 1) * (x >> prob_bits) + ((e >> 12) & 0xfff);
         // Arithmetic, not a conditional: compilers turn the ternary form back into a branch,
@@ -132,11 +136,17 @@ public:
             p_ = end_;
         }
     }
-    // A well-formed stream ends exactly where its words end, with both states back at start.
+    // A well-formed stream ends exactly where its words end, with every state back at start.
     bool finished_cleanly() {
         check_bounds();
-        return !overrun_ && p_ == end_ && x0_ == rans_low && x1_ == rans_low;
+        bool at_start = true;
+        for (auto x : x_) at_start &= x == rans_low;
+        return !overrun_ && p_ == end_ && at_start;
     }
+    // For a vector decoder stepping all lanes at once.
+    std::array<std::uint32_t, L>& states() { return x_; }
+    const std::byte*& cursor() { return p_; }
+    const std::byte* end() const { return end_; }
 
 private:
     std::uint32_t read_state() {
@@ -147,7 +157,7 @@ private:
     }
     const std::byte* p_;
     const std::byte* end_;
-    std::uint32_t x0_{0}, x1_{0};
+    std::array<std::uint32_t, L> x_{};
     bool overrun_{false};
 };
 

@@ -6,10 +6,13 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <stdexcept>
+#include <utility>
 
 #include "bit_io.hpp"
 #include "byte_io.hpp"
 #include "rans.hpp"
+#include "rans_simd.hpp"
 
 namespace tpde::codec::detail {
 namespace {
@@ -299,7 +302,7 @@ inline double position_bits(std::span<const std::uint16_t> syms) {
 
 template <typename U>
 void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, bool sparse,
-                   byte_sink& out) {
+                   unsigned lanes, byte_sink& out) {
     std::array<freq_table, max_contexts> freqs{};
     thread_local std::unique_ptr<std::array<enc_table, max_contexts>> tables;
     if (!tables) tables = std::make_unique<std::array<enc_table, max_contexts>>();
@@ -318,19 +321,20 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     const enc_symbol* flat = (*tables)[0].sym.data();
     static_assert(sizeof(enc_table) == max_symbols * sizeof(enc_symbol));
     rans_encoder enc(sparse ? a.changed : n);
-    std::uint32_t x[2] = {rans_low, rans_low};
+    std::array<std::uint32_t, max_rans_lanes> x;
+    x.fill(rans_low);
+    const std::size_t lane_mask = lanes - 1; // lanes is a power of two
     if (sparse) {
         std::size_t k = a.changed; // index of the element among those coded
         for (std::size_t i = n; i-- > 0;) {
             if (is_unchanged(a.syms[i])) continue;
             --k;
-            enc.put(x[k & 1], flat[a.syms[i]]);
+            enc.put(x[k & lane_mask], flat[a.syms[i]]);
         }
     } else {
-        for (std::size_t i = n; i-- > 0;) enc.put(x[i & 1], flat[a.syms[i]]);
+        for (std::size_t i = n; i-- > 0;) enc.put(x[i & lane_mask], flat[a.syms[i]]);
     }
-    enc.flush(x[1]);
-    enc.flush(x[0]);
+    for (unsigned l = lanes; l-- > 0;) enc.flush(x[l]);
     auto len_pos = out.size();
     out.put<std::uint32_t>(0);
     enc.finish(out);
@@ -338,9 +342,13 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     out.put_bytes(a.raw_bits);
 }
 
+// Below this many coded elements, 16 states' 64 bytes of flushed state outweigh the speed.
+constexpr std::size_t min_elements_for_16_lanes = 1024;
+
 template <element_type T, typename U = word_t<T>>
 delta_result encode_typed(std::span<const std::byte> block, std::span<const std::byte> reference,
-                          bool allow_dense, bool allow_sparse, std::vector<std::byte>& payload) {
+                          bool allow_dense, bool allow_sparse, unsigned lanes,
+                          std::vector<std::byte>& payload) {
     constexpr layout lay = layout_of(T);
     const std::size_t n = block.size() / sizeof(U);
     context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
@@ -372,12 +380,14 @@ delta_result encode_typed(std::span<const std::byte> block, std::span<const std:
         out.put(static_cast<std::uint32_t>(bw.bytes().size()));
         out.put_bytes(bw.bytes());
     }
-    write_section<U>(ctx, n, *a, sparse, out);
-    return {sparse ? method::sparse : method::dense, a->changed};
+    const std::size_t coded = sparse ? a->changed : n;
+    if (coded < min_elements_for_16_lanes) lanes = 2;
+    write_section<U>(ctx, n, *a, sparse, lanes, out);
+    return {sparse ? method::sparse : method::dense, a->changed, lanes};
 }
 
 // Decodes the residual section for the elements at `positions` (all of them when dense).
-template <element_type T, bool Sparse, typename U = word_t<T>>
+template <element_type T, bool Sparse, unsigned L, typename U = word_t<T>>
 void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
                     std::span<const std::uint32_t> positions, std::byte* out) {
     constexpr layout lay = layout_of(T);
@@ -388,22 +398,26 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
     const unsigned nctx = ctx.contexts();
     std::array<freq_table, max_contexts> freqs{};
     read_tables(in, std::span<freq_table>(freqs.data(), nctx), symbols_of<U>);
-    // Only contexts in use get a table of their own; the others share one that maps every
-    // slot to an invalid symbol (building 16 KiB per context costs as much as a small block).
-    static const dec_table* const unused = [] {
-        auto* t = new dec_table;
-        t->init(freq_table{});
-        return t;
-    }();
-    thread_local std::unique_ptr<std::array<dec_table, max_contexts>> storage;
-    if (!storage) storage = std::make_unique<std::array<dec_table, max_contexts>>();
-    std::array<const dec_table*, max_contexts> tables;
-    tables.fill(unused);
-    for (unsigned c = 0; c < nctx; ++c) {
-        if (std::all_of(freqs[c].begin(), freqs[c].end(), [](auto f) { return f == 0; })) continue;
-        (*storage)[c].init(freqs[c]);
-        tables[c] = &(*storage)[c];
+    // Only contexts in use get a table of their own; the others share one (the last, built
+    // once per thread) that maps every slot to an invalid symbol: building a table costs
+    // about as much as decoding a small block.
+    constexpr unsigned unused = max_contexts;
+    thread_local std::unique_ptr<std::array<dec_table, max_contexts + 1>> storage;
+    if (!storage) {
+        storage = std::make_unique<std::array<dec_table, max_contexts + 1>>();
+        (*storage)[unused].init(freq_table{});
     }
+    std::array<const dec_table*, max_contexts> tables;
+    alignas(64) std::array<std::uint32_t, max_contexts> table_index;
+    for (unsigned c = 0; c < max_contexts; ++c) {
+        table_index[c] = unused;
+        if (c >= nctx ||
+            std::all_of(freqs[c].begin(), freqs[c].end(), [](auto f) { return f == 0; }))
+            continue;
+        (*storage)[c].init(freqs[c]);
+        table_index[c] = c;
+    }
+    for (unsigned c = 0; c < max_contexts; ++c) tables[c] = &(*storage)[table_index[c]];
     // Exponent -> table directly: one load per element instead of two.
     std::array<const dec_table*, 2048> table_of_exponent;
     for (std::size_t e = 0; e < ctx.lut.size(); ++e) table_of_exponent[e] = tables[ctx.lut[e]];
@@ -414,14 +428,14 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
     // check_bounds() once per run.
     thread_local std::vector<std::byte> rans_scratch, bits_scratch;
     auto rans_len = in.get<std::uint32_t>();
-    rans_decoder dec(padded(in.get_bytes(rans_len), rans_scratch));
+    rans_decoder<L> dec(padded(in.get_bytes(rans_len), rans_scratch));
     padded_bit_reader bits(padded(in.rest(), bits_scratch));
     const auto& info = symbol_infos<U>();
     constexpr bool fo = lay.float_order;
     unsigned bad = 0;
     const std::size_t count = Sparse ? positions.size() : n;
 
-    auto one = [&]<int K>(std::size_t k) {
+    auto one = [&]<unsigned K>(std::size_t k) {
         std::size_t i = Sparse ? positions[k] : k;
         U r = load<U>(ref, i);
         unsigned s = dec.template get<K>(*table_of_exponent[(r >> exp_shift) & exp_mask]);
@@ -435,14 +449,44 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
         }
         store<U>(out, i, from_ordered<U>(U(to_ordered(r, fo) + unzigzag(z)), fo));
     };
-    constexpr std::size_t run = rans_decoder::max_run_between_checks; // even: states alternate
-    for (std::size_t k = 0; k < count;) {
-        const std::size_t end = std::min(count, k + run);
-        for (; k + 1 < end; k += 2) {
-            one.template operator()<0>(k);
-            one.template operator()<1>(k + 1);
+    // Element k uses state k % L: whole rounds of L, then the last partial round.
+    auto round = [&]<unsigned... K>(std::size_t k, std::integer_sequence<unsigned, K...>) {
+        (one.template operator()<K>(k + K), ...);
+    };
+    auto partial = [&]<unsigned... K>(std::size_t k, std::size_t left,
+                                      std::integer_sequence<unsigned, K...>) {
+        ((K < left ? one.template operator()<K>(k + K) : void()), ...);
+    };
+    constexpr std::size_t run = rans_decoder<L>::max_run_between_checks; // a multiple of L
+    std::size_t k = 0;
+    if constexpr (T == element_type::f32 && !Sparse && L == 16) {
+        if (have_avx512()) {
+            static_assert(sizeof(dec_table) == prob_scale * sizeof(std::uint32_t));
+            bool vector_bad = false;
+            f32_round_input v{dec.states().data(),
+                              &dec.cursor(),
+                              dec.end(),
+                              bits.data(),
+                              &bits.position(),
+                              bits.size_bits(),
+                              (*storage)[0].slot.data(),
+                              table_index.data(),
+                              static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1),
+                              ref,
+                              out};
+            k = 16 * decode_f32_rounds_avx512(v, 0, count / 16, vector_bad);
+            bad |= vector_bad;
+            dec.check_bounds();
+            bits.check_bounds();
         }
-        if (k < end) one.template operator()<0>(k++);
+    }
+    for (; k < count;) {
+        const std::size_t end = std::min(count, k + run);
+        for (; k + L <= end; k += L) round(k, std::make_integer_sequence<unsigned, L>{});
+        if (k < end) {
+            partial(k, end - k, std::make_integer_sequence<unsigned, L>{});
+            k = end;
+        }
         dec.check_bounds();
         bits.check_bounds();
     }
@@ -450,7 +494,7 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
         throw decode_error("corrupt frame: residual stream does not decode cleanly");
 }
 
-template <element_type T, typename U = word_t<T>>
+template <element_type T, unsigned L, typename U = word_t<T>>
 void decode_typed(method m, std::span<const std::byte> payload,
                   std::span<const std::byte> reference, std::span<std::byte> out) {
     const std::size_t n = out.size() / sizeof(U);
@@ -458,7 +502,7 @@ void decode_typed(method m, std::span<const std::byte> payload,
     auto tail = in.get_bytes(out.size() - n * sizeof(U));
     copy_bytes(out.subspan(n * sizeof(U)), tail);
     if (m == method::dense) {
-        decode_section<T, false>(in, reference.data(), n, {}, out.data());
+        decode_section<T, false, L>(in, reference.data(), n, {}, out.data());
         return;
     }
     auto changed = in.get<std::uint32_t>();
@@ -478,7 +522,7 @@ void decode_typed(method m, std::span<const std::byte> payload,
         p = static_cast<std::uint32_t>(pos);
     }
     copy_bytes(out, reference.first(n * sizeof(U))); // unchanged elements
-    decode_section<T, true>(in, reference.data(), n, positions, out.data());
+    decode_section<T, true, L>(in, reference.data(), n, positions, out.data());
 }
 
 // Calls f with the element type as a compile-time constant.
@@ -504,9 +548,11 @@ decltype(auto) with_type(element_type t, F&& f) {
 
 delta_result encode_delta(element_type t, std::span<const std::byte> block,
                           std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
-                          std::vector<std::byte>& payload) {
+                          std::vector<std::byte>& payload, unsigned lanes) {
+    if (lanes != 2 && lanes != max_rans_lanes)
+        throw std::invalid_argument("tpde encode: rANS lanes must be 2 or 16");
     return with_type(t, [&](auto type) {
-        return encode_typed<type()>(block, reference, allow_dense, allow_sparse, payload);
+        return encode_typed<type()>(block, reference, allow_dense, allow_sparse, lanes, payload);
     });
 }
 
@@ -527,8 +573,13 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
 }
 
 void decode_delta(method m, element_type t, std::span<const std::byte> payload,
-                  std::span<const std::byte> reference, std::span<std::byte> out) {
-    with_type(t, [&](auto type) { decode_typed<type()>(m, payload, reference, out); });
+                  std::span<const std::byte> reference, std::span<std::byte> out, unsigned lanes) {
+    with_type(t, [&](auto type) {
+        if (lanes == max_rans_lanes)
+            decode_typed<type(), max_rans_lanes>(m, payload, reference, out);
+        else
+            decode_typed<type(), 2>(m, payload, reference, out);
+    });
 }
 
 } // namespace tpde::codec::detail

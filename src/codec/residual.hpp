@@ -17,13 +17,16 @@ namespace tpde::codec::detail {
 struct delta_result {
     method chosen;
     std::size_t changed;
+    unsigned lanes; // interleaved rANS states used
 };
 
 // `reference` has exactly block.size() bytes. Appends the payload of the method chosen (the
-// smaller estimate among those allowed) to `payload`.
+// smaller estimate among those allowed) to `payload`. `lanes`: interleaved rANS states at
+// most, 16 (what encode() asks for) or 2 (the layout of frames without flag_rans16); a short
+// section uses 2 anyway, as 14 more states cost more than they save there.
 delta_result encode_delta(element_type t, std::span<const std::byte> block,
                           std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
-                          std::vector<std::byte>& payload);
+                          std::vector<std::byte>& payload, unsigned lanes = 16);
 
 // Estimated payload bits of the dense form, for choosing an element type.
 double estimate_delta_bits(element_type t, std::span<const std::byte> block,
@@ -31,6 +34,7 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
 
 // Decodes into `out` (out.size() == reference.size() == the block size). Throws decode_error.
 void decode_delta(method m, element_type t, std::span<const std::byte> payload,
-                  std::span<const std::byte> reference, std::span<std::byte> out);
+                  std::span<const std::byte> reference, std::span<std::byte> out,
+                  unsigned lanes = 16);
 
 } // namespace tpde::codec::detail

@@ -11,7 +11,8 @@ using namespace tpde;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < fuzz::input_header) return 0;
-    const auto target = data[0] % 5;
+    const auto target = (data[0] & 0x7f) % 5;
+    const unsigned lanes = (data[0] & 0x80) ? 16 : 2; // rANS states of a dense/sparse payload
     const auto type_raw = data[1];
     const std::size_t out_size = data[2] | (std::size_t{data[3]} << 8);
     auto ref = fuzz::make_reference(out_size, data[4]);
@@ -34,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             codec::detail::decode_patch(body, ref, out);
         else
             codec::detail::decode_delta(target == 1 ? codec::method::dense : codec::method::sparse,
-                                        type, body, ref, out);
+                                        type, body, ref, out, lanes);
     } catch (const codec::decode_error&) {
     }
     return 0;

@@ -1,6 +1,7 @@
 #pragma once
 // Layout of a decoder fuzz input, shared by the fuzz target and the seed generator:
-//   byte 0: target (0 = full decode, 1 = dense, 2 = sparse, 3 = standalone, 4 = patch)
+//   byte 0: target (0 = full decode, 1 = dense, 2 = sparse, 3 = standalone, 4 = patch) in
+//           the low 7 bits; bit 7 set: a dense/sparse payload with 16 rANS lanes (else 2)
 //   byte 1: element type     bytes 2-3: decoded size (u16)     byte 4: reference seed
 //   rest:   the frame (target 0) or the payload (targets 1-3)
 // The reference is synthesised from the seed, so the fuzzer need not find one that matches.

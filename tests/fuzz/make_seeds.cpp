@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1);
     for (auto t : {codec::element_type::bytes, codec::element_type::f16, codec::element_type::bf16,
                    codec::element_type::f32, codec::element_type::f64}) {
-        for (std::size_t size : {0u, 7u, 64u, 1000u, 4099u}) {
+        for (std::size_t size : {0u, 7u, 64u, 1000u, 4099u, 16384u}) {
             std::uint8_t seed = static_cast<std::uint8_t>(rng());
             auto ref = fuzz::make_reference(size, seed);
             auto block = ref;
@@ -40,9 +40,13 @@ int main(int argc, char** argv) {
             auto frame = codec::encode(block, ref, {.type = t});
             write(0, t, size, seed, frame);
             for (bool sparse : {false, true}) {
-                std::vector<std::byte> payload;
-                codec::detail::encode_delta(t, block, ref, !sparse, sparse, payload);
-                write(sparse ? 2 : 1, t, size, seed, payload);
+                for (unsigned lanes : {2u, 16u}) {
+                    std::vector<std::byte> payload;
+                    auto r =
+                        codec::detail::encode_delta(t, block, ref, !sparse, sparse, payload, lanes);
+                    write(static_cast<std::uint8_t>((sparse ? 2 : 1) | (r.lanes == 16 ? 0x80 : 0)),
+                          t, size, seed, payload);
+                }
             }
             std::vector<std::byte> payload;
             codec::detail::encode_standalone(t, block, 1, payload);

@@ -243,3 +243,45 @@ TEST(CodecRoundtrip, PatchFollowsInsertedBytes) {
     EXPECT_EQ(r.info.chosen, method::patch);
     EXPECT_LT(r.frame_size, 120u);
 }
+
+// Frames written before the 16-lane layout (2 interleaved rANS states, no lane flag) still
+// decode, and both layouts round-trip every element type in both delta forms, including
+// block sizes that leave a partial round of lanes.
+TEST(CodecRoundtrip, BothRansLaneLayouts) {
+    for (std::size_t n : {1000u, 4099u, 65536u + 5u}) {
+        auto w = test::weights_f32(n, 21);
+        auto prev32 = f32_bytes(w), next32 = f32_bytes(test::step_f32(w, 0.9, 22));
+        auto prev16 = bf16_bytes(w), next16 = bf16_bytes(test::step_f32(w, 0.3, 23));
+        struct typed {
+            element_type t;
+            const std::vector<std::byte>& next;
+            const std::vector<std::byte>& prev;
+        };
+        for (const auto& [t, next, prev] :
+             {typed{element_type::f32, next32, prev32}, typed{element_type::bf16, next16, prev16},
+              typed{element_type::bytes, next32, prev32}}) {
+            for (bool sparse : {false, true}) {
+                for (unsigned lanes : {2u, 16u}) {
+                    codec::encode_options o;
+                    o.type = t;
+                    o.allow_standalone = o.allow_patch = false;
+                    o.allow_dense = !sparse;
+                    o.allow_sparse = sparse;
+                    o.rans_lanes = lanes;
+                    auto r = roundtrip(next, prev, o);
+                    EXPECT_EQ(r.info.chosen, sparse ? method::sparse : method::dense);
+                    // Header byte 7, bit 1: 16 lanes, used for sections of 1024+ elements.
+                    auto frame = codec::encode(next, prev, o);
+                    const bool wide = (std::to_integer<unsigned>(frame[7]) & 2) != 0;
+                    const auto coded = sparse ? r.info.changed : next.size() / codec::width_of(t);
+                    EXPECT_EQ(wide, lanes == 16 && coded >= 1024)
+                        << next.size() << " " << lanes << " " << sparse;
+                }
+            }
+        }
+    }
+    codec::encode_options bad;
+    bad.rans_lanes = 4;
+    auto w = f32_bytes(test::weights_f32(4096, 1));
+    EXPECT_THROW(codec::encode(w, w, bad), std::invalid_argument);
+}

@@ -49,7 +49,7 @@ TEST(Rans, RoundTripsSkewedAndUniformStreams) {
         // Close to the entropy: within 1% + a few bytes.
         EXPECT_LT(out.size() * 8.0, entropy_bits(counts) * 1.01 + 64) << "skew " << skew;
         std::vector<std::byte> scratch;
-        rans_decoder dec(padded(out, scratch));
+        rans_decoder<2> dec(padded(out, scratch));
         for (std::size_t i = 0; i < syms.size(); ++i) {
             auto s = (i & 1) ? dec.get<1>(dt) : dec.get<0>(dt);
             ASSERT_EQ(s, syms[i]) << i;

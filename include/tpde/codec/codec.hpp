@@ -49,6 +49,9 @@ struct encode_options {
     bool allow_dense{true};
     bool allow_sparse{true};
     bool allow_patch{true};
+    // Interleaved rANS states of dense/sparse frames: 16, or 2 for the layout frames had
+    // before (tests check that old frames still decode).
+    unsigned rans_lanes{16};
 };
 
 struct decode_options {

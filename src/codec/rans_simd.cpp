@@ -1,0 +1,138 @@
+#include "rans_simd.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
+// reports once they are inlined here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "rans.hpp"
+
+namespace tpde::codec::detail {
+
+#if defined(__x86_64__)
+
+bool have_avx512() {
+    static const bool yes =
+        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return yes;
+}
+
+#define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
+
+// `nraw` bits at each of 8 bit positions (byte, shift) of the stream, as 8 x u32.
+TPDE_AVX512 static inline __m256i raw_bits_of_8(const std::byte* bits, __m256i byte_at,
+                                                __m256i shift, __m256i nraw) {
+    const __m512i one = _mm512_set1_epi64(1);
+    __m512i w = _mm512_i32gather_epi64(byte_at, bits, 1);
+    w = _mm512_srlv_epi64(w, _mm512_cvtepu32_epi64(shift));
+    const __m512i mask = _mm512_sub_epi64(_mm512_sllv_epi64(one, _mm512_cvtepu32_epi64(nraw)), one);
+    return _mm512_cvtepi64_epi32(_mm512_and_si512(w, mask));
+}
+
+TPDE_AVX512 std::size_t decode_f32_rounds_avx512(const f32_round_input& in, std::size_t k,
+                                                 std::size_t rounds, bool& bad) {
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i low12 = _mm512_set1_epi32(0xfff);
+    const __m512i slot_mask = _mm512_set1_epi32(prob_scale - 1);
+    const __m512i rans_low_v = _mm512_set1_epi32(static_cast<int>(rans_low));
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i all_ones = _mm512_set1_epi32(-1);
+    const __m512i fifteen = _mm512_set1_epi32(max_contexts - 1);
+    const __m512i base = _mm512_set1_epi32(in.context_base);
+    const __m512i exp_mask = _mm512_set1_epi32(0xff);
+    const __m512i symbol_limit = _mm512_set1_epi32(64); // symbols of a 32-bit residual
+    const __m512i table_of_context = _mm512_loadu_si512(in.table_of_context);
+
+    __m512i x = _mm512_loadu_si512(in.states);
+    const std::byte* p = *in.rans_cursor;
+    std::uint64_t pos = *in.bit_pos;
+    __mmask16 invalid = 0;
+    std::size_t done = 0;
+    for (; done < rounds; ++done, k += 16) {
+        if (p > in.rans_end || pos > in.bit_end) break;
+        const __m512i r = _mm512_loadu_si512(in.ref + 4 * k);
+        // Context from the reference's exponent, then its table's slot for the state.
+        __m512i c = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(r, 23), exp_mask), base);
+        c = _mm512_min_epi32(_mm512_max_epi32(c, zero), fifteen);
+        const __m512i table = _mm512_permutexvar_epi32(c, table_of_context);
+        const __m512i slot =
+            _mm512_or_si512(_mm512_slli_epi32(table, prob_bits), _mm512_and_si512(x, slot_mask));
+        const __m512i e = _mm512_i32gather_epi32(slot, in.tables, 4);
+        // x = freq * (x >> prob_bits) + offset in the symbol's range; renormalise the lanes
+        // that fell below rans_low with the next words, in lane order.
+        const __m512i freq = _mm512_add_epi32(_mm512_and_si512(e, low12), one);
+        const __m512i offset = _mm512_and_si512(_mm512_srli_epi32(e, 12), low12);
+        x = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srli_epi32(x, prob_bits)), offset);
+        const __mmask16 need = _mm512_cmplt_epu32_mask(x, rans_low_v);
+        const __m512i words = _mm512_maskz_expand_epi32(
+            need, _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+        x = _mm512_mask_or_epi32(x, need, _mm512_slli_epi32(x, 16), words);
+        p += 2 * static_cast<unsigned>(__builtin_popcount(need));
+
+        // Symbol -> raw bit count and the leading bits (see symbol_of in residual.cpp).
+        const __m512i sym = _mm512_srli_epi32(e, 24);
+        invalid |= _mm512_cmpge_epu32_mask(sym, symbol_limit);
+        const __m512i nraw =
+            _mm512_sub_epi32(_mm512_max_epu32(_mm512_srli_epi32(sym, 1), one), one);
+        const __mmask16 small = _mm512_cmplt_epu32_mask(sym, _mm512_set1_epi32(2));
+        __m512i high = _mm512_sllv_epi32(
+            _mm512_or_si512(_mm512_set1_epi32(2), _mm512_and_si512(sym, one)), nraw);
+        high = _mm512_mask_mov_epi32(high, small, sym);
+
+        // Bit positions: exclusive prefix sum of the lengths over the lanes.
+        __m512i sum = nraw;
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 15));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 14));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 12));
+        sum = _mm512_add_epi32(sum, _mm512_alignr_epi32(sum, zero, 8));
+        const __m512i at =
+            _mm512_add_epi32(_mm512_sub_epi32(sum, nraw), _mm512_set1_epi32(static_cast<int>(pos)));
+        const __m512i byte_at = _mm512_srli_epi32(at, 3);
+        const __m512i shift = _mm512_and_si512(at, _mm512_set1_epi32(7));
+        const __m256i raw_lo =
+            raw_bits_of_8(in.bits, _mm512_castsi512_si256(byte_at), _mm512_castsi512_si256(shift),
+                          _mm512_castsi512_si256(nraw));
+        const __m256i raw_hi =
+            raw_bits_of_8(in.bits, _mm512_extracti64x4_epi64(byte_at, 1),
+                          _mm512_extracti64x4_epi64(shift, 1), _mm512_extracti64x4_epi64(nraw, 1));
+        const __m512i raw = _mm512_inserti64x4(_mm512_castsi256_si512(raw_lo), raw_hi, 1);
+        pos += static_cast<std::uint32_t>(
+            _mm_cvtsi128_si32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(fifteen, sum))));
+
+        // z -> element: unzigzag, add to the reference's order-preserving integer, map back.
+        const __m512i z = _mm512_or_si512(high, raw);
+        const __m512i d = _mm512_xor_si512(_mm512_srli_epi32(z, 1),
+                                           _mm512_sub_epi32(zero, _mm512_and_si512(z, one)));
+        const __m512i ordered_ref =
+            _mm512_xor_si512(r, _mm512_or_si512(_mm512_srai_epi32(r, 31), sign));
+        const __m512i v = _mm512_add_epi32(ordered_ref, d);
+        const __m512i back = _mm512_xor_si512(
+            v, _mm512_or_si512(_mm512_xor_si512(_mm512_srai_epi32(v, 31), all_ones), sign));
+        _mm512_storeu_si512(in.out + 4 * k, back);
+    }
+    _mm512_storeu_si512(in.states, x);
+    *in.rans_cursor = p;
+    *in.bit_pos = pos;
+    if (invalid) bad = true;
+    return done;
+}
+
+#else
+
+bool have_avx512() {
+    return false;
+}
+std::size_t decode_f32_rounds_avx512(const f32_round_input&, std::size_t, std::size_t, bool&) {
+    return 0;
+}
+
+#endif
+
+} // namespace tpde::codec::detail

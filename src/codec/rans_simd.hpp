@@ -1,0 +1,36 @@
+#pragma once
+// AVX-512 decoding of the dense f32 residual section with 16 rANS lanes: all 16 states step
+// at once (table lookups by gather, renormalisation words by an expanding load), the raw
+// bits of the 16 elements are found by a prefix sum of their lengths and read by gather, and
+// the elements are rebuilt from their references in the same registers. Produces exactly
+// what the scalar loop produces (same states, same stream positions), so either may finish
+// what the other started. Used only where the CPU has AVX-512 (checked at run time).
+#include <cstddef>
+#include <cstdint>
+
+namespace tpde::codec::detail {
+
+// Whether decode_f32_rounds_avx512 may run on this CPU.
+bool have_avx512();
+
+struct f32_round_input {
+    std::uint32_t* states;                 // 16 lanes, updated
+    const std::byte** rans_cursor;         // updated
+    const std::byte* rans_end;             // rounds stop once the cursor passes it
+    const std::byte* bits;                 // raw-bit stream (padded)
+    std::uint64_t* bit_pos;                // updated
+    std::uint64_t bit_end;                 // rounds stop once the position passes it
+    const std::uint32_t* tables;           // 17 decode tables of prob_scale slots, back to back
+    const std::uint32_t* table_of_context; // 16 entries: table index per context
+    int context_base; // exponent e has context clamp(e - context_base, 0, 15), as context_map
+    const std::byte* ref;
+    std::byte* out;
+};
+
+// Decodes elements [k, k + 16 * rounds) as rounds of 16; returns the rounds done (fewer if a
+// stream ran past its end: the caller's bounds checks then report it). Sets `bad` if a lane
+// decoded a symbol no table may produce.
+std::size_t decode_f32_rounds_avx512(const f32_round_input& in, std::size_t k, std::size_t rounds,
+                                     bool& bad);
+
+} // namespace tpde::codec::detail

@@ -1,5 +1,5 @@
 #pragma once
-// AVX-512 decoding of the dense f32 residual section with 16 rANS lanes: all 16 states step
+// AVX-512 decoding of f32 and bf16 residual sections with 16 rANS lanes: all 16 states step
 // at once (table lookups by gather, renormalisation words by an expanding load), the raw
 // bits of the 16 elements are found by a prefix sum of their lengths and read by gather, and
 // the elements are rebuilt from their references in the same registers. Produces exactly
@@ -10,10 +10,10 @@
 
 namespace tpde::codec::detail {
 
-// Whether decode_f32_rounds_avx512 may run on this CPU.
+// Whether decode_rounds_avx512 may run on this CPU.
 bool have_avx512();
 
-struct f32_round_input {
+struct round_input {
     std::uint32_t* states;                 // 16 lanes, updated
     const std::byte** rans_cursor;         // updated
     const std::byte* rans_end;             // rounds stop once the cursor passes it
@@ -25,12 +25,15 @@ struct f32_round_input {
     int context_base; // exponent e has context clamp(e - context_base, 0, 15), as context_map
     const std::byte* ref;
     std::byte* out;
+    std::size_t elements;             // in ref and out
+    const std::uint32_t* positions{}; // sparse: the element of each coded residual
 };
 
-// Decodes elements [k, k + 16 * rounds) as rounds of 16; returns the rounds done (fewer if a
-// stream ran past its end: the caller's bounds checks then report it). Sets `bad` if a lane
-// decoded a symbol no table may produce.
-std::size_t decode_f32_rounds_avx512(const f32_round_input& in, std::size_t k, std::size_t rounds,
-                                     bool& bad);
+// Decodes coded residuals [k, k + 16 * rounds) of a section of `width`-byte floats (4: f32,
+// 2: bf16) as rounds of 16 into `out`; returns the rounds done (fewer if a stream ran past
+// its end: the caller's bounds checks then report it). Sets `bad` if a lane decoded a symbol
+// no table may produce.
+std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,
+                                 std::size_t rounds, bool& bad);
 
 } // namespace tpde::codec::detail

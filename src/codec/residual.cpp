@@ -459,22 +459,24 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
     };
     constexpr std::size_t run = rans_decoder<L>::max_run_between_checks; // a multiple of L
     std::size_t k = 0;
-    if constexpr (T == element_type::f32 && !Sparse && L == 16) {
+    if constexpr ((T == element_type::f32 || T == element_type::bf16) && L == 16) {
         if (have_avx512()) {
             static_assert(sizeof(dec_table) == prob_scale * sizeof(std::uint32_t));
             bool vector_bad = false;
-            f32_round_input v{dec.states().data(),
-                              &dec.cursor(),
-                              dec.end(),
-                              bits.data(),
-                              &bits.position(),
-                              bits.size_bits(),
-                              (*storage)[0].slot.data(),
-                              table_index.data(),
-                              static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1),
-                              ref,
-                              out};
-            k = 16 * decode_f32_rounds_avx512(v, 0, count / 16, vector_bad);
+            round_input v{dec.states().data(),
+                          &dec.cursor(),
+                          dec.end(),
+                          bits.data(),
+                          &bits.position(),
+                          bits.size_bits(),
+                          (*storage)[0].slot.data(),
+                          table_index.data(),
+                          static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1),
+                          ref,
+                          out,
+                          n,
+                          Sparse ? positions.data() : nullptr};
+            k = 16 * decode_rounds_avx512(v, sizeof(U), Sparse, 0, count / 16, vector_bad);
             bad |= vector_bad;
             dec.check_bounds();
             bits.check_bounds();

@@ -252,6 +252,9 @@ TEST(CodecRoundtrip, BothRansLaneLayouts) {
         auto w = test::weights_f32(n, 21);
         auto prev32 = f32_bytes(w), next32 = f32_bytes(test::step_f32(w, 0.9, 22));
         auto prev16 = bf16_bytes(w), next16 = bf16_bytes(test::step_f32(w, 0.3, 23));
+        // The last element changed: a vector decoder must not read past the reference there.
+        next32[next32.size() - 4] ^= std::byte{1};
+        next16[next16.size() - 2] ^= std::byte{1};
         struct typed {
             element_type t;
             const std::vector<std::byte>& next;

@@ -17,7 +17,6 @@ namespace {
 constexpr std::uint32_t sig_local = 0x04034b50;
 constexpr std::uint32_t sig_central = 0x02014b50;
 constexpr std::uint32_t sig_descriptor = 0x08074b50;
-constexpr std::uint32_t sig_eocd = 0x06054b50;
 
 } // namespace
 

@@ -1,6 +1,5 @@
 #include "tpde/codec/codec.hpp"
 
-#include "tpde/util/xxhash.hpp"
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -12,6 +11,7 @@
 #include "rans.hpp"
 #include "residual.hpp"
 #include "standalone.hpp"
+#include "tpde/util/xxhash.hpp"
 
 namespace tpde::codec {
 

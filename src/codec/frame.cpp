@@ -1,9 +1,9 @@
 #include "frame.hpp"
 
-#include "tpde/util/xxhash.hpp"
 #include <cstring>
 
 #include "byte_io.hpp"
+#include "tpde/util/xxhash.hpp"
 
 namespace tpde::codec::detail {
 namespace {

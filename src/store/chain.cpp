@@ -1,6 +1,5 @@
 #include "store/chain.hpp"
 
-#include "tpde/util/xxhash.hpp"
 #include <chrono>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -8,6 +7,8 @@
 #include <random>
 #include <sys/file.h>
 #include <sys/stat.h>
+
+#include "tpde/util/xxhash.hpp"
 
 namespace tpde::store {
 

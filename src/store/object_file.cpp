@@ -1,6 +1,5 @@
 #include "store/object_file.hpp"
 
-#include "tpde/util/xxhash.hpp"
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -8,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "codec/byte_io.hpp"
+#include "tpde/util/xxhash.hpp"
 
 namespace tpde::store {
 namespace {

@@ -8,7 +8,6 @@
 // points at an in-bounds footer the harness rewrites that checksum to match (as fuzz_decode
 // turns verify_frame_check off): mutations of the footer then reach decode_footer and the
 // block checks. The tail's footer offset and length reach object_file exactly as mutated.
-#include "tpde/util/xxhash.hpp"
 #include <cstdlib>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include "codec/byte_io.hpp"
 #include "store/object_file.hpp"
 #include "tpde/codec/codec.hpp"
+#include "tpde/util/xxhash.hpp"
 
 using namespace tpde;
 using codec::detail::load_le;

@@ -11,6 +11,8 @@
 
 namespace tpde::codec::detail {
 
+__extension__ using u128 = unsigned __int128; // GCC and clang; __extension__ keeps -Wpedantic quiet
+
 // Writes into a caller-owned scratch buffer, grown to fit `max_bits` up front; bytes()
 // is the stream's length after finish().
 class bit_writer {
@@ -29,6 +31,16 @@ public:
         p_ += bytes;
         acc_ >>= 8 * bytes; // bytes <= 7: fill_ was < 8 and n <= 56
         fill_ &= 7;
+    }
+    // n <= 64 in one step (two adjacent 32-bit fields at once); 16 bytes of room after p_.
+    void put64(std::uint64_t v, unsigned n) {
+        u128 a = (static_cast<u128>(v) << fill_) | acc_;
+        store_le(p_, static_cast<std::uint64_t>(a));
+        store_le(p_ + 8, static_cast<std::uint64_t>(a >> 64));
+        unsigned total = fill_ + n;
+        p_ += total >> 3;
+        acc_ = static_cast<std::uint64_t>(a >> (8 * (total >> 3)));
+        fill_ = total & 7;
     }
     void put_wide(std::uint64_t v, unsigned n) { // n <= 64
         if (n > 32) {

@@ -10,6 +10,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include <atomic>
 #include <cstring>
 
 #include "rans.hpp"
@@ -18,11 +19,21 @@ namespace tpde::codec::detail {
 
 #if defined(__x86_64__)
 
+namespace {
+std::atomic<bool> avx512_allowed{true};
+}
+
+void set_avx512_allowed(bool allowed) {
+    avx512_allowed = allowed;
+}
+
 bool have_avx512() {
-    static const bool yes =
+    // avx512cd: the encoder's bit widths (vplzcntd)
+    static const bool cpu =
         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-    return yes;
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512cd");
+    return cpu && avx512_allowed.load(std::memory_order_relaxed);
 }
 
 #define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
@@ -200,6 +211,7 @@ std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool spa
 
 #else
 
+void set_avx512_allowed(bool) {}
 bool have_avx512() {
     return false;
 }

@@ -10,8 +10,11 @@
 
 namespace tpde::codec::detail {
 
-// Whether decode_rounds_avx512 may run on this CPU.
+// Whether the AVX-512 paths (decode_rounds_avx512, analyze_rounds_avx512) run: the CPU has
+// AVX-512 and no test turned them off.
 bool have_avx512();
+// Tests turn the vector paths off to compare them with the scalar ones.
+void set_avx512_allowed(bool allowed);
 
 struct round_input {
     std::uint32_t* states;                 // 16 lanes, updated

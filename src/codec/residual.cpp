@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "analyze_simd.hpp"
 #include "bit_io.hpp"
 #include "byte_io.hpp"
 #include "rans.hpp"
@@ -260,7 +261,19 @@ void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref,
     // A local pointer: the stores below could alias the vector's own, which the compiler
     // would otherwise reload for every element.
     std::uint16_t* const syms = a.syms.data();
-    for (std::size_t i = 0; i < n; ++i) {
+    std::size_t i = 0;
+    if constexpr (T == element_type::f32 || T == element_type::bf16) {
+        if (have_avx512()) {
+            analyze_input v{blk, ref,
+                            static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1), syms,
+                            a.hist.counts.data()};
+            auto totals = analyze_rounds_avx512(v, sizeof(U), n / 16, bw);
+            raw_total = totals.raw_bits;
+            changed = totals.changed;
+            i = n / 16 * 16;
+        }
+    }
+    for (; i < n; ++i) {
         U r = load<U>(ref, i);
         U z = zigzag<U>(U(to_ordered(load<U>(blk, i), fo) - to_ordered(r, fo)));
         unsigned nraw;

@@ -1,0 +1,99 @@
+#include "analyze_simd.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "rans.hpp"
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
+// reports once they are inlined here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace tpde::codec::detail {
+
+#if defined(__x86_64__)
+
+#define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,popcnt")))
+
+namespace {
+
+// Order-preserving integer of sign-magnitude floats in the low 8*Width bits.
+template <unsigned Width>
+TPDE_AVX512 inline __m512i ordered(__m512i x) {
+    constexpr unsigned bits = 8 * Width;
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(1u << (bits - 1)));
+    const __m512i neg = _mm512_srai_epi32(_mm512_slli_epi32(x, 32 - bits), 31);
+    __m512i r = _mm512_xor_si512(x, _mm512_or_si512(neg, sign));
+    if constexpr (Width == 2) r = _mm512_and_si512(r, _mm512_set1_epi32(0xffff));
+    return r;
+}
+
+template <unsigned Width>
+TPDE_AVX512 inline __m512i load(const std::byte* p, std::size_t i) {
+    if constexpr (Width == 4) return _mm512_loadu_si512(p + 4 * i);
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i)));
+}
+
+template <unsigned Width>
+TPDE_AVX512 analyze_totals rounds(const analyze_input& in, std::size_t rounds, bit_writer& raw) {
+    constexpr unsigned bits = 8 * Width;
+    constexpr unsigned exp_shift = Width == 4 ? 23 : 7;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i two = _mm512_set1_epi32(2);
+    const __m512i base = _mm512_set1_epi32(in.context_base);
+    const __m512i fifteen = _mm512_set1_epi32(max_contexts - 1);
+    analyze_totals t;
+    alignas(64) std::uint32_t value[16], length[16], index[16];
+    for (std::size_t r = 0, i = 0; r < rounds; ++r, i += 16) {
+        const __m512i ref = load<Width>(in.ref, i);
+        // zigzag of the difference of the order-preserving integers, modulo 2^bits
+        __m512i d = _mm512_sub_epi32(ordered<Width>(load<Width>(in.block, i)), ordered<Width>(ref));
+        d = _mm512_slli_epi32(d, 32 - bits); // the residual in the top bits
+        __m512i z = _mm512_xor_si512(_mm512_slli_epi32(d, 1), _mm512_srai_epi32(d, 31));
+        z = _mm512_srli_epi32(z, 32 - bits);
+        // symbol: 0, 1, or 2*(n-1) + the bit below the leading one; n-2 raw bits
+        const __m512i n = _mm512_sub_epi32(_mm512_set1_epi32(32), _mm512_lzcnt_epi32(z));
+        const __m512i nraw = _mm512_sub_epi32(_mm512_max_epu32(n, two), two);
+        const __m512i below = _mm512_and_si512(_mm512_srlv_epi32(z, nraw), one);
+        const __mmask16 big = _mm512_cmpge_epu32_mask(n, two);
+        const __m512i s =
+            _mm512_mask_add_epi32(n, big, n, _mm512_add_epi32(_mm512_sub_epi32(n, two), below));
+        __m512i c = _mm512_sub_epi32(
+            _mm512_and_si512(_mm512_srli_epi32(ref, exp_shift), _mm512_set1_epi32(0xff)), base);
+        c = _mm512_min_epi32(_mm512_max_epi32(c, zero), fifteen);
+        const __m512i cs = _mm512_add_epi32(_mm512_slli_epi32(c, 7), s); // max_symbols = 128
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(in.symbols + i), _mm512_cvtepi32_epi16(cs));
+        t.changed += static_cast<unsigned>(__builtin_popcount(_mm512_cmpneq_epi32_mask(s, zero)));
+        t.raw_bits += static_cast<std::uint32_t>(_mm512_reduce_add_epi32(nraw));
+        const __m512i v = _mm512_and_si512(z, _mm512_sub_epi32(_mm512_sllv_epi32(one, nraw), one));
+        _mm512_store_si512(value, v);
+        _mm512_store_si512(length, nraw);
+        _mm512_store_si512(index, cs);
+        for (int l = 0; l < 16; l += 2)
+            raw.put64(value[l] | (std::uint64_t{value[l + 1]} << length[l]),
+                      length[l] + length[l + 1]);
+        for (int l = 0; l < 16; ++l) ++in.counts[index[l]];
+    }
+    return t;
+}
+
+} // namespace
+
+analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, std::size_t n,
+                                     bit_writer& raw) {
+    return width == 4 ? rounds<4>(in, n, raw) : rounds<2>(in, n, raw);
+}
+
+#else
+
+analyze_totals analyze_rounds_avx512(const analyze_input&, unsigned, std::size_t, bit_writer&) {
+    return {};
+}
+
+#endif
+
+} // namespace tpde::codec::detail

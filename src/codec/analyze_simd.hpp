@@ -1,0 +1,29 @@
+#pragma once
+// AVX-512 form of the encoder's first pass over f32 and bf16 elements (see analyze() in
+// residual.cpp): 16 residuals, symbols and contexts at a time; the raw bits go to the bit
+// writer two fields per write. Produces exactly what the scalar pass produces.
+#include <cstddef>
+#include <cstdint>
+
+#include "bit_io.hpp"
+
+namespace tpde::codec::detail {
+
+struct analyze_input {
+    const std::byte* block;
+    const std::byte* ref;
+    int context_base;       // exponent e has context clamp(e - context_base, 0, 15)
+    std::uint16_t* symbols; // context * max_symbols + symbol, per element
+    std::uint32_t* counts;  // histogram over the same index
+};
+
+struct analyze_totals {
+    std::uint64_t changed{0};
+    std::uint64_t raw_bits{0};
+};
+
+// Elements [0, 16 * rounds) of `width`-byte floats (4: f32, 2: bf16). Needs have_avx512().
+analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, std::size_t rounds,
+                                     bit_writer& raw);
+
+} // namespace tpde::codec::detail

@@ -86,6 +86,8 @@ public:
     }
     // Appends the stream in decoding order.
     void finish(byte_sink& out) const;
+    // For a vector encoder writing the same stream: words go below it.
+    std::uint16_t*& cursor() { return p_; }
 
 private:
     std::vector<std::uint16_t> words_;

@@ -11,6 +11,7 @@
 #endif
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 
 #include "rans.hpp"
@@ -200,6 +201,47 @@ TPDE_AVX512 static std::size_t decode_rounds(const round_input& in, std::size_t 
     return done;
 }
 
+TPDE_AVX512 void encode_rounds_avx512(std::uint32_t* states, std::uint16_t*& cursor,
+                                      const enc_symbol* flat, const std::uint16_t* symbols,
+                                      std::size_t rounds) {
+    static_assert(sizeof(enc_symbol) == 24 && offsetof(enc_symbol, rcp_freq) == 8 &&
+                  offsetof(enc_symbol, bias) == 12 && offsetof(enc_symbol, cmpl_freq) == 16 &&
+                  offsetof(enc_symbol, rcp_shift) == 18);
+    const auto* base = reinterpret_cast<const int*>(flat);
+    const __m512i low16 = _mm512_set1_epi32(0xffff);
+    __m512i x = _mm512_loadu_si512(states);
+    std::uint16_t* p = cursor;
+    for (std::size_t r = rounds; r-- > 0;) {
+        const __m512i cs = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols + 16 * r)));
+        const __m512i at = _mm512_mullo_epi32(cs, _mm512_set1_epi32(6)); // 24-byte entries
+        const __m512i x_max = _mm512_i32gather_epi32(at, base, 4); // low half; it fits 32 bits
+        const __m512i rcp =
+            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(2)), base, 4);
+        const __m512i bias =
+            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(3)), base, 4);
+        const __m512i packed =
+            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(4)), base, 4);
+        const __m512i cmpl = _mm512_and_si512(packed, low16);
+        const __m512i shift = _mm512_srli_epi32(packed, 16);
+        // Renormalise: lanes at or above x_max emit their low word, lane 0's lowest in memory.
+        const __mmask16 emit = _mm512_cmpge_epu32_mask(x, x_max);
+        const unsigned n = static_cast<unsigned>(__builtin_popcount(emit));
+        const __m256i words = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(emit, x));
+        _mm256_mask_storeu_epi16(p - n, static_cast<__mmask16>((1u << n) - 1), words);
+        p -= n;
+        x = _mm512_mask_srli_epi32(x, emit, x, 16);
+        // q = (x * rcp) >> 32 >> shift; x += bias + q * cmpl
+        const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(x, rcp), 32);
+        const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(rcp, 32));
+        const __m512i high = _mm512_mask_blend_epi32(0xaaaa, even, odd);
+        const __m512i q = _mm512_srlv_epi32(high, shift);
+        x = _mm512_add_epi32(_mm512_add_epi32(x, bias), _mm512_mullo_epi32(q, cmpl));
+    }
+    _mm512_storeu_si512(states, x);
+    cursor = p;
+}
+
 std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,
                                  std::size_t rounds, bool& bad) {
     if (width == 4)
@@ -215,6 +257,8 @@ void set_avx512_allowed(bool) {}
 bool have_avx512() {
     return false;
 }
+void encode_rounds_avx512(std::uint32_t*, std::uint16_t*&, const enc_symbol*, const std::uint16_t*,
+                          std::size_t) {}
 std::size_t decode_rounds_avx512(const round_input&, unsigned, bool, std::size_t, std::size_t,
                                  bool&) {
     return 0;

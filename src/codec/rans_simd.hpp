@@ -1,5 +1,5 @@
 #pragma once
-// AVX-512 decoding of f32 and bf16 residual sections with 16 rANS lanes: all 16 states step
+// AVX-512 rANS with 16 lanes. Decoding of f32 and bf16 residual sections: all 16 states step
 // at once (table lookups by gather, renormalisation words by an expanding load), the raw
 // bits of the 16 elements are found by a prefix sum of their lengths and read by gather, and
 // the elements are rebuilt from their references in the same registers. Produces exactly
@@ -38,5 +38,13 @@ struct round_input {
 // no table may produce.
 std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,
                                  std::size_t rounds, bool& bad);
+
+struct enc_symbol;
+
+// The encoder's side: rounds [0, rounds) of 16 coded symbols (context * max_symbols + symbol,
+// indices into `flat`), the last round first, exactly as rans_encoder::put would do them one
+// by one from the end: the same words before `cursor` (moved down), the same 16 states.
+void encode_rounds_avx512(std::uint32_t* states, std::uint16_t*& cursor, const enc_symbol* flat,
+                          const std::uint16_t* symbols, std::size_t rounds);
 
 } // namespace tpde::codec::detail

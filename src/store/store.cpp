@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -7,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <thread>
 #include <unistd.h>
 
 #include "store/maintenance.hpp"
@@ -79,10 +81,25 @@ std::string ns_rel(const std::string& path) {
 
 namespace {
 thread_local bool background_thread = false;
+
+// A process that just unmounted may still be finishing its last commits and releasing the
+// store (`fusermount3 -u m && tpdefs s m` in a script): wait a little for the lock before
+// calling the store in use.
+bool take_store_lock(int fd, int how) {
+    using namespace std::chrono_literals;
+    const auto give_up = std::chrono::steady_clock::now() + 3s;
+    for (;;) {
+        if (::flock(fd, how | LOCK_NB) == 0) return true;
+        if (errno != EWOULDBLOCK && errno != EINTR) return false;
+        if (std::chrono::steady_clock::now() >= give_up) return false;
+        std::this_thread::sleep_for(50ms);
+    }
 }
+} // namespace
 void store_context::mark_background_thread() {
     background_thread = true;
 }
+
 util::thread_pool* store_context::pool_for_this_thread() const {
     return background_thread && background_pool ? background_pool.get() : pool.get();
 }
@@ -179,7 +196,7 @@ store_impl::store_impl(const fs::path& root, const store_options& opts) : ctx_(r
     int lf = ::openat(ctx_.root_dir.get(), "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lf < 0) sys::fail("cannot open", (root / "lock").string());
     lock_file_ = sys::fd(lf);
-    if (::flock(lf, (opts.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if (!take_store_lock(lf, opts.read_only ? LOCK_SH : LOCK_EX)) {
         char buf[32] = {};
         auto n = ::pread(lf, buf, sizeof buf - 1, 0);
         std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";

@@ -21,6 +21,7 @@
 #include <vector>
 #include <zstd.h>
 
+#include "read_whole_file.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
 #include "tpde/format/segment.hpp"
@@ -30,20 +31,6 @@ using namespace tpde;
 using clk = std::chrono::steady_clock;
 
 namespace {
-
-std::vector<std::byte> slurp(const fs::path& p) {
-    std::vector<std::byte> v(fs::file_size(p));
-    int f = ::open(p.c_str(), O_RDONLY);
-    if (f < 0) throw std::runtime_error("cannot open " + p.string());
-    std::size_t done = 0;
-    while (done < v.size()) {
-        auto n = ::read(f, v.data() + done, v.size() - done);
-        if (n <= 0) throw std::runtime_error("cannot read " + p.string());
-        done += static_cast<std::size_t>(n);
-    }
-    ::close(f);
-    return v;
-}
 
 double seconds_since(clk::time_point t) {
     return std::chrono::duration<double>(clk::now() - t).count();
@@ -75,8 +62,8 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        const auto prev = slurp(paths[0]);
-        const auto next = slurp(paths[1]);
+        const auto prev = bench::read_whole_file(paths[0]);
+        const auto next = bench::read_whole_file(paths[1]);
         const auto prev_layout = format::segment_file(prev);
         const auto next_layout = format::segment_file(next);
         const auto plan = format::plan_blocks(next_layout, &prev_layout, prev.size());

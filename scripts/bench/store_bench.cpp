@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "read_whole_file.hpp"
 #include "tpde/store/store.hpp"
 
 namespace fs = std::filesystem;
@@ -34,20 +35,6 @@ using namespace tpde;
 using clk = std::chrono::steady_clock;
 
 namespace {
-
-std::vector<std::byte> slurp(const fs::path& p) {
-    std::vector<std::byte> v(fs::file_size(p));
-    int f = ::open(p.c_str(), O_RDONLY);
-    if (f < 0) throw std::runtime_error("cannot open " + p.string());
-    std::size_t done = 0;
-    while (done < v.size()) {
-        auto n = ::read(f, v.data() + done, v.size() - done);
-        if (n <= 0) throw std::runtime_error("cannot read " + p.string());
-        done += static_cast<std::size_t>(n);
-    }
-    ::close(f);
-    return v;
-}
 
 void write_through(store::store& s, const std::string& path, std::span<const std::byte> data) {
     s.create(path, 0644, false);
@@ -193,7 +180,7 @@ int main(int argc, char** argv) {
         auto t0 = clk::now();
         std::uint64_t written = 0;
         for (std::size_t i = 0; i < files.size(); ++i) {
-            auto data = slurp(files[i]);
+            auto data = bench::read_whole_file(files[i]);
             s->mkdir(fmt::format("checkpoint-{}", i), 0755);
             write_through(*s, ckpt(i), data);
             written += data.size();
@@ -210,7 +197,7 @@ int main(int argc, char** argv) {
         auto fresh = store::store::open(scratch / "fresh", opts);
         for (std::size_t i = files.size() - 3; i < files.size(); ++i) {
             fresh->mkdir(fmt::format("checkpoint-{}", i), 0755);
-            write_through(*fresh, ckpt(i), slurp(files[i]));
+            write_through(*fresh, ckpt(i), bench::read_whole_file(files[i]));
         }
         fresh->wait_idle();
         auto fresh_bytes = fresh->stored_bytes();

@@ -1,35 +1,15 @@
 #include "analyze_simd.hpp"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
+#include "avx512.hpp"
 #include "rans.hpp"
-
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
-// reports once they are inlined here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 namespace tpde::codec::detail {
 
 #if defined(__x86_64__)
 
-#define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,popcnt")))
-
 namespace {
 
-// Order-preserving integer of sign-magnitude floats in the low 8*Width bits.
-template <unsigned Width>
-TPDE_AVX512 inline __m512i ordered(__m512i x) {
-    constexpr unsigned bits = 8 * Width;
-    const __m512i sign = _mm512_set1_epi32(static_cast<int>(1u << (bits - 1)));
-    const __m512i neg = _mm512_srai_epi32(_mm512_slli_epi32(x, 32 - bits), 31);
-    __m512i r = _mm512_xor_si512(x, _mm512_or_si512(neg, sign));
-    if constexpr (Width == 2) r = _mm512_and_si512(r, _mm512_set1_epi32(0xffff));
-    return r;
-}
+using avx512::ordered;
 
 template <unsigned Width>
 TPDE_AVX512 inline __m512i load(const std::byte* p, std::size_t i) {

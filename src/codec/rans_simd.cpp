@@ -1,19 +1,10 @@
 #include "rans_simd.hpp"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
-// reports once they are inlined here.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include <atomic>
 #include <cstddef>
 #include <cstring>
 
+#include "avx512.hpp"
 #include "rans.hpp"
 
 namespace tpde::codec::detail {
@@ -37,7 +28,7 @@ bool have_avx512() {
     return cpu && avx512_allowed.load(std::memory_order_relaxed);
 }
 
-#define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
+using avx512::ordered;
 
 // `nraw` bits at each of 8 bit positions (byte, shift) of the stream, as 8 x u32.
 TPDE_AVX512 static inline __m256i raw_bits_of_8(const std::byte* bits, __m256i byte_at,
@@ -94,21 +85,6 @@ TPDE_AVX512 static inline void store_elements(const round_input& in, std::size_t
             std::memcpy(in.out + 2 * std::size_t{where[l]}, &h, 2);
         }
     }
-}
-
-// Order-preserving map of sign-magnitude floats (in the low Width*8 bits) and back.
-template <unsigned Width>
-TPDE_AVX512 static inline __m512i ordered(__m512i x, bool inverse) {
-    constexpr unsigned bits = 8 * Width;
-    const __m512i sign = _mm512_set1_epi32(static_cast<int>(1u << (bits - 1)));
-    // all ones where the sign bit is set
-    const __m512i neg = _mm512_srai_epi32(_mm512_slli_epi32(x, 32 - bits), 31);
-    const __m512i flip = inverse
-                             ? _mm512_or_si512(_mm512_xor_si512(neg, _mm512_set1_epi32(-1)), sign)
-                             : _mm512_or_si512(neg, sign);
-    __m512i r = _mm512_xor_si512(x, flip);
-    if constexpr (Width == 2) r = _mm512_and_si512(r, _mm512_set1_epi32(0xffff));
-    return r;
 }
 
 template <unsigned Width, bool Sparse>

@@ -61,7 +61,7 @@ import traceback
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "mount"))
-from mount_util import sha_file, MountError, Results, mounted, skip_reason  # noqa: E402
+from mount_util import sha_file, MountError, Results, mounted, require_mount  # noqa: E402
 
 MIB = 1 << 20
 RATIO_MIN = 1.2         # an older version of a chain must be stored at least this much smaller
@@ -944,18 +944,26 @@ def run_ranks(target, nranks, args, timeout=120):
     return msgs, [p.exitcode for p in procs]
 
 
+def check_ranks_finished(ctx, name, msgs, codes, nranks, expected_files):
+    """All `nranks` ranks exited 0 without an error and reported `expected_files` files
+    (returned)."""
+    errors = [m[2] for m in msgs if m[0] == "error"]
+    files = [m for m in msgs if m[0] == "file"]
+    ctx.check(name, not errors and codes == [0] * nranks and len(files) == expected_files,
+              f"exit codes {codes}; {errors}")
+    return files
+
+
 def s5_deepspeed(ctx):
     root = ctx.p("ds")
     os.makedirs(root)
     nranks, steps, every = 4, 15, 5
     msgs, codes = run_ranks(ds_rank, nranks, (root, os.path.join(ctx.shadow, "ds"), steps,
                                               every))
-    errors = [m[2] for m in msgs if m[0] == "error"]
-    files = [m for m in msgs if m[0] == "file"]
+    files = check_ranks_finished(ctx, "s5_ranks_finished", msgs, codes, nranks,
+                                 nranks * steps // every)
     for _, name, sha, n in files:
         ctx.record(f"ds/{name}", sha, n)
-    ctx.check("s5_ranks_finished", not errors and codes == [0] * nranks
-              and len(files) == nranks * steps // every, f"exit codes {codes}; {errors}")
     latest = [m for m in msgs if m[0] == "latest"]
     bad_latest = [f"wrote {t!r}, read {r!r}" for _, t, r in latest if t != r]
     if latest:
@@ -1055,10 +1063,8 @@ def s6_dcp(ctx):
     nranks, steps, every = 4, 20, 10
     msgs, codes = run_ranks(dcp_rank, nranks, (root, os.path.join(ctx.shadow, "dcp"), steps,
                                                every))
-    errors = [m[2] for m in msgs if m[0] == "error"]
-    files = [m for m in msgs if m[0] == "file"]
-    ctx.check("s6_ranks_finished", not errors and codes == [0] * nranks
-              and len(files) == nranks * steps // every, f"exit codes {codes}; {errors}")
+    files = check_ranks_finished(ctx, "s6_ranks_finished", msgs, codes, nranks,
+                                 nranks * steps // every)
     load_bad, meta_bad = [], []
     for step in range(every, steps + 1, every):
         ck = f"dcp/step_{step}"
@@ -1318,18 +1324,13 @@ def main():
         sys.exit(2)
     tpdefs = args[0]
     res = Results("e2e", args[1] if len(args) > 1 else None)
-    why = skip_reason()
-    if why:
-        res.skip(why)
+    require_mount(res, tpdefs)
     try:
         torch = torch_setup(1)
         __import__("numpy")
     except Exception as e:
         res.skip(f"cannot import torch/numpy ({type(e).__name__}: {e}); "
                  "Debian: python3-torch python3-numpy")
-    if not os.access(tpdefs, os.X_OK):
-        res.check("tpdefs_binary_exists", False, f"{tpdefs} is not an executable")
-        res.finish()
     t_start = time.monotonic()
     base = tempfile.mkdtemp(prefix="tpdefs-e2e-")
     ctxs = []

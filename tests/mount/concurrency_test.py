@@ -29,7 +29,7 @@ import traceback
 
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount_util import sha_file, MountError, Results, mounted, skip_reason  # noqa: E402
+from mount_util import sha_file, MountError, Results, mounted, require_mount  # noqa: E402
 
 WRITERS, READERS = 8, 4
 FILE_SIZE = 8 << 20
@@ -218,12 +218,7 @@ def main():
         sys.exit(2)
     tpdefs = sys.argv[1]
     res = Results("mount_concurrency", sys.argv[2] if len(sys.argv) > 2 else None)
-    why = skip_reason()
-    if why:
-        res.skip(why)
-    if not os.access(tpdefs, os.X_OK):
-        res.check("tpdefs_binary_exists", False, f"{tpdefs} is not an executable")
-        res.finish()
+    require_mount(res, tpdefs)
     base = tempfile.mkdtemp(prefix="tpdefs-conc-")
     t0 = time.monotonic()
     try:

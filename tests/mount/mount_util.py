@@ -70,6 +70,17 @@ def skip_reason():
     return None
 
 
+def require_mount(res, tpdefs):
+    """Ends `res` unless real mounts of `tpdefs` can run here: a skip without FUSE or root,
+    a failure without the binary."""
+    why = skip_reason()
+    if why:
+        res.skip(why)
+    if not os.access(tpdefs, os.X_OK):
+        res.check("tpdefs_binary_exists", False, f"{tpdefs} is not an executable")
+        res.finish()
+
+
 def _unescape(field):
     # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
     out, i = [], 0

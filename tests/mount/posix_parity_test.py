@@ -33,7 +33,7 @@ import traceback
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mount_util import (MountError, Results, sha_file, is_mounted, mounted, set_pdeathsig,  # noqa: E402
-                        skip_reason)
+                        require_mount)
 
 SCENARIO_TIMEOUT = 60       # seconds; past it the daemon is killed (hung FUSE request)
 MIB = 1 << 20
@@ -1211,12 +1211,7 @@ def main():
     tpdefs = args[0]
     res = Results("mount_posix_parity", args[1] if len(args) > 1 else None)
     if not plain_mode:
-        why = skip_reason()
-        if why:
-            res.skip(why)
-        if not os.access(tpdefs, os.X_OK):
-            res.check("tpdefs_binary_exists", False, f"{tpdefs} is not an executable")
-            res.finish()
+        require_mount(res, tpdefs)
     base = tempfile.mkdtemp(prefix="tpdefs-parity-")
     proot = os.path.join(base, "plain")
     os.mkdir(proot)

@@ -61,7 +61,8 @@ import traceback
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "mount"))
-from mount_util import sha_file, MountError, Results, mounted, require_mount  # noqa: E402
+from mount_util import (sha_file, MountError, Results, mounted, require_mount,  # noqa: E402
+                        skip_reason)
 
 MIB = 1 << 20
 RATIO_MIN = 1.2         # an older version of a chain must be stored at least this much smaller
@@ -1324,13 +1325,18 @@ def main():
         sys.exit(2)
     tpdefs = args[0]
     res = Results("e2e", args[1] if len(args) > 1 else None)
-    require_mount(res, tpdefs)
+    # As require_mount, with the torch check between: without torch the suite skips even when
+    # the binary is missing.
+    why = skip_reason()
+    if why:
+        res.skip(why)
     try:
         torch = torch_setup(1)
         __import__("numpy")
     except Exception as e:
         res.skip(f"cannot import torch/numpy ({type(e).__name__}: {e}); "
                  "Debian: python3-torch python3-numpy")
+    require_mount(res, tpdefs)
     t_start = time.monotonic()
     base = tempfile.mkdtemp(prefix="tpdefs-e2e-")
     ctxs = []

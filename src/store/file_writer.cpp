@@ -138,7 +138,12 @@ void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> b
         try {
             for (auto& s : segmenter_->feed(bytes)) segments_.push_back(std::move(s));
             emit_blocks(false);
+            encoder_->write_borrowed(); // blocks in `bytes` and pending_, which changes next
         } catch (...) {
+            try {
+                encoder_->write_borrowed();
+            } catch (...) { // the object is marked failed: nothing reads the blocks again
+            }
             keep_unencoded();
             throw;
         }

@@ -64,9 +64,12 @@ void object_encoder::add(std::uint64_t offset, std::vector<std::byte>&& block,
                          std::optional<codec::element_type> type, std::uint64_t ref_offset,
                          std::vector<std::byte>&& ref) {
     if (block.empty()) return;
-    if (!parallel_)
-        return add(offset, std::span<const std::byte>(block), type, ref_offset,
-                   std::span<const std::byte>(ref));
+    if (!parallel_) {
+        add(offset, std::span<const std::byte>(block), type, ref_offset,
+            std::span<const std::byte>(ref));
+        if (uncompressed_) write_borrowed(); // `block` is gone when this returns
+        return;
+    }
     block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
                       ref_offset, static_cast<std::uint32_t>(ref.size())};
     // Shared pointers: the job must be copyable for packaged_task.

@@ -19,12 +19,16 @@ public:
     // Encodes `block` (at `offset` in the version) against `ref` (bytes [ref_offset, +size)
     // of the base version; empty: none). Owned buffers are handed to a worker as they are;
     // borrowed ones are encoded in place when coding runs on this thread, else copied.
+    // Borrowed blocks of an uncompressed encoder are written from where they are, together
+    // with the next ones: they must stay unchanged until write_borrowed().
     void add(std::uint64_t offset, std::vector<std::byte>&& block,
              std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
              std::vector<std::byte>&& ref = {});
     void add(std::uint64_t offset, std::span<const std::byte> block,
              std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
              std::span<const std::byte> ref = {});
+    // Writes the borrowed blocks still waiting to be written.
+    void write_borrowed() { writer_.write_gathered(); }
     // Waits for every block added so far to be in the object.
     void drain();
     // Drains, writes the footer and fsyncs; then publish() through writer().

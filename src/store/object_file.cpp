@@ -16,6 +16,11 @@ constexpr char header_magic[8] = {'T', 'P', 'D', 'O', 'B', 'J', 0, 1};
 constexpr char tail_magic[8] = {'T', 'P', 'D', 'O', 'E', 'N', 'D', '1'};
 constexpr std::size_t write_buffer_size = 1u << 20;
 constexpr std::size_t direct_write_min = 64u << 10; // larger payloads skip the buffer
+// Gathered payloads are written in calls of about this size: ext4 writes back a file written
+// in 1 MiB calls about 20% faster than one written in 128 KiB calls (its page-cache folios
+// follow the write size), and a raw frame is one 128 KiB block.
+constexpr std::size_t gather_bytes = 1u << 20;
+constexpr std::size_t gather_frames = 256; // two iovecs each, within IOV_MAX
 constexpr std::uint8_t no_type = 0xff;
 
 using codec::detail::byte_sink;
@@ -144,19 +149,50 @@ object_writer::~object_writer() {
     }
 }
 
-void object_writer::flush() {
-    if (buffer_.empty()) return;
-    sys::pwrite_all(fd_.get(), buffer_, pos_, shown_);
-    pos_ += buffer_.size();
+void object_writer::check_usable() const {
+    if (failed_errno_ != 0)
+        throw store_error(failed_errno_,
+                          fmt::format("{}: not written: an earlier write failed ({})", shown_,
+                                      std::strerror(failed_errno_)));
+}
+
+void object_writer::put(std::span<const std::span<const std::byte>> parts) {
+    try {
+        sys::pwritev_all(fd_.get(), parts, pos_, shown_);
+    } catch (const store_error& e) {
+        failed_errno_ = e.error_number();
+        throw;
+    } catch (...) { // a simulated crash
+        failed_errno_ = EIO;
+        throw;
+    }
+    for (auto p : parts) pos_ += p.size();
+}
+
+void object_writer::write_gathered() {
+    check_usable();
+    if (buffer_.empty() && gathered_.empty()) return;
+    std::vector<std::span<const std::byte>> parts;
+    parts.reserve(1 + 2 * gathered_.size());
+    parts.emplace_back(buffer_);
+    for (const auto& g : gathered_) {
+        parts.emplace_back(gathered_headers_.data() + g.header_at, g.header_size);
+        parts.push_back(g.payload);
+    }
+    put(parts);
     buffer_.clear();
+    gathered_.clear();
+    gathered_headers_.clear();
+    gathered_bytes_ = 0;
 }
 
 std::uint64_t object_writer::append(std::span<const std::byte> frame) {
+    check_usable();
+    if (!gathered_.empty()) write_gathered(); // the buffer holds only bytes before the gathered
     auto at = bytes_written();
-    if (buffer_.size() + frame.size() > write_buffer_size) flush();
+    if (buffer_.size() + frame.size() > write_buffer_size) write_gathered();
     if (frame.size() >= write_buffer_size) {
-        sys::pwrite_all(fd_.get(), frame, pos_, shown_);
-        pos_ += frame.size();
+        put(std::span(&frame, 1));
     } else {
         buffer_.insert(buffer_.end(), frame.begin(), frame.end());
     }
@@ -170,20 +206,23 @@ std::uint64_t object_writer::append(std::span<const std::byte> header,
         append(payload);
         return at;
     }
-    flush(); // a large payload goes to the kernel from where it is: no copy into the buffer
-    auto at = pos_;
-    sys::pwrite_all(fd_.get(), header, payload, pos_, shown_);
-    pos_ += header.size() + payload.size();
+    check_usable();
+    auto at = bytes_written();
+    gathered_.push_back({gathered_headers_.size(), header.size(), payload});
+    gathered_headers_.insert(gathered_headers_.end(), header.begin(), header.end());
+    gathered_bytes_ += header.size() + payload.size();
+    if (gathered_bytes_ >= gather_bytes || gathered_.size() >= gather_frames) write_gathered();
     return at;
 }
 
 std::vector<std::byte> object_writer::read_frame(std::uint64_t pos, std::uint32_t len) {
+    check_usable();
     std::vector<std::byte> out(len);
-    if (pos >= pos_) {
+    if (gathered_.empty() && pos >= pos_) {
         std::memcpy(out.data(), buffer_.data() + (pos - pos_), len);
         return out;
     }
-    flush();
+    write_gathered();
     sys::pread_exact(fd_.get(), out, pos, shown_);
     return out;
 }
@@ -199,7 +238,7 @@ void object_writer::finish(object_footer footer) {
     std::memcpy(tail + 24, tail_magic, 8);
     append(body);
     append({tail, object_tail_size});
-    flush();
+    write_gathered();
     sys::fsync_fd(fd_.get(), shown_);
 }
 

@@ -55,26 +55,42 @@ public:
     object_writer& operator=(const object_writer&) = delete;
 
     std::uint64_t uid() const { return uid_; }
-    // Appends a frame and returns its offset in the object.
+    // Appends a frame (copied) and returns its offset in the object.
     std::uint64_t append(std::span<const std::byte> frame);
-    // The same for a frame given as header and payload.
+    // The same for a frame given as header and payload. A large payload is not copied: it is
+    // gathered, and written with the frames gathered after it in one system call, at the
+    // latest by write_gathered(). Until then its bytes must stay where they are.
     std::uint64_t append(std::span<const std::byte> header, std::span<const std::byte> payload);
+    // Writes what is buffered and gathered. After a failed write every later call throws:
+    // the object lacks frames its block table will list, so it must never be published.
+    void write_gathered();
     // Writes footer and tail, fsyncs. `footer.uid` is set from this writer.
     void finish(object_footer footer);
     // Atomically replaces `to_dir/to_name` with this object (the caller fsyncs to_dir).
     void publish(int to_dir, const std::string& to_name);
-    std::uint64_t bytes_written() const { return pos_ + buffer_.size(); }
+    std::uint64_t bytes_written() const { return pos_ + buffer_.size() + gathered_bytes_; }
     // Reads back a frame written earlier (buffered or not).
     std::vector<std::byte> read_frame(std::uint64_t pos, std::uint32_t len);
 
 private:
-    void flush();
+    struct gathered_frame {
+        std::size_t header_at; // in gathered_headers_
+        std::size_t header_size;
+        std::span<const std::byte> payload;
+    };
+    void check_usable() const;
+    void put(std::span<const std::span<const std::byte>> parts); // at pos_, advancing it
     int dirfd_;
     std::string tmp_name_, shown_;
     sys::fd fd_;
     std::uint64_t uid_;
-    std::uint64_t pos_{0}; // bytes on disk
+    // On disk: [0, pos_). Then buffer_ (copies), then the gathered frames.
+    std::uint64_t pos_{0};
     std::vector<std::byte> buffer_;
+    std::vector<gathered_frame> gathered_;
+    std::vector<std::byte> gathered_headers_;
+    std::size_t gathered_bytes_{0};
+    int failed_errno_{0}; // a write failed: the object is incomplete
     bool published_{false};
 };
 

@@ -1,6 +1,7 @@
 #include "store/sys.hpp"
 
 #include <atomic>
+#include <climits>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -76,43 +77,40 @@ void write_all(int f, std::span<const std::byte> bytes, const std::string& shown
 
 void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
                 const std::string& shown) {
-    mutation_point();
-    while (!bytes.empty()) {
-        auto n = ::pwrite(f, bytes.data(), bytes.size(), static_cast<off_t>(off));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot write", shown);
-        }
-        bytes = bytes.subspan(static_cast<std::size_t>(n));
-        off += static_cast<std::uint64_t>(n);
-    }
+    pwritev_all(f, std::span(&bytes, 1), off, shown);
 }
 
-void pwrite_all(int f, std::span<const std::byte> first, std::span<const std::byte> second,
-                std::uint64_t off, const std::string& shown) {
+void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
+                 const std::string& shown) {
     mutation_point();
-    while (!first.empty()) {
-        iovec iov[2] = {{const_cast<std::byte*>(first.data()), first.size()},
-                        {const_cast<std::byte*>(second.data()), second.size()}};
-        auto n = ::pwritev(f, iov, 2, static_cast<off_t>(off));
+    std::size_t first = 0, skip = 0; // parts[first] from byte `skip` on is not written yet
+    std::vector<iovec> iov;
+    for (;;) {
+        while (first < parts.size() && skip == parts[first].size()) {
+            ++first;
+            skip = 0;
+        }
+        if (first == parts.size()) return;
+        iov.clear();
+        for (std::size_t i = first; i < parts.size() && iov.size() < IOV_MAX; ++i) {
+            auto part = parts[i].subspan(i == first ? skip : 0);
+            iov.push_back({const_cast<std::byte*>(part.data()), part.size()});
+        }
+        auto n = ::pwritev(f, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(off));
         if (n < 0) {
             if (errno == EINTR) continue;
             fail("cannot write", shown);
         }
-        auto done = static_cast<std::size_t>(n);
-        off += done;
-        auto from_first = std::min(done, first.size());
-        first = first.subspan(from_first);
-        second = second.subspan(done - from_first);
-    }
-    while (!second.empty()) {
-        auto n = ::pwrite(f, second.data(), second.size(), static_cast<off_t>(off));
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot write", shown);
-        }
-        second = second.subspan(static_cast<std::size_t>(n));
         off += static_cast<std::uint64_t>(n);
+        for (auto done = static_cast<std::size_t>(n); done > 0;) {
+            auto step = std::min(done, parts[first].size() - skip);
+            skip += step;
+            done -= step;
+            if (skip == parts[first].size() && done > 0) {
+                ++first;
+                skip = 0;
+            }
+        }
     }
 }
 

@@ -58,9 +58,9 @@ fd open_dir(const std::string& path);
 void write_all(int f, std::span<const std::byte> bytes, const std::string& shown);
 void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
                 const std::string& shown);
-// Both spans, one after the other, at `off` in one system call where the kernel takes it all.
-void pwrite_all(int f, std::span<const std::byte> first, std::span<const std::byte> second,
-                std::uint64_t off, const std::string& shown);
+// The parts one after the other from `off` on, in as few system calls as the kernel allows.
+void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
+                 const std::string& shown);
 void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown);
 void fsync_fd(int f, const std::string& shown);
 void fsync_dir(int dirfd, const std::string& rel, const std::string& shown);

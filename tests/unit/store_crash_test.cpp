@@ -160,3 +160,37 @@ TEST(StoreCrash, DeleteNewestRebasesTheOthers) {
             for (std::size_t i = 0; i < 2; ++i) EXPECT_EQ(read_file(s, ckpt(i)), traj[i]);
         });
 }
+
+// A write that fails midway (a full disk, say) must not leave an object that lists blocks it
+// lacks: later writes and the commit fail with an error, and the committed version stays.
+TEST(StoreFailure, FailedWriteIsNeverCommitted) {
+    auto traj = trajectory(2, 300000, 3);
+    temp_dir d;
+    store::store_options o; // 128 KiB blocks: raw blocks are gathered into one write
+    o.encode_threads = 1;
+    auto root = d.path() / "s";
+    {
+        auto s = store::store::open(root, o);
+        write_file(*s, "last.ckpt", traj[0]);
+        auto w = s->open_writer("last.ckpt", true);
+        const std::size_t mib = 1u << 20;
+        w->write(0, std::span(traj[1]).subspan(0, mib));
+        store::sys::arm_crash_after(0); // the next write system call fails
+        EXPECT_THROW(w->write(mib, std::span(traj[1]).subspan(mib, mib)), std::exception);
+        store::sys::disarm_crash();
+        try {
+            w->write(2 * mib, std::span(traj[1]).subspan(2 * mib));
+            w->commit();
+            ADD_FAILURE() << "a writer whose write failed committed";
+        } catch (const store::store_error& e) {
+            EXPECT_EQ(e.error_number(), EIO);
+            EXPECT_NE(std::string(e.what()).find("earlier write failed"), std::string::npos)
+                << e.what();
+        }
+        EXPECT_EQ(read_file(*s, "last.ckpt"), traj[0]);
+    }
+    auto s = store::store::open(root, o);
+    EXPECT_EQ(read_file(*s, "last.ckpt"), traj[0]);
+    auto f = s->fsck(false);
+    EXPECT_TRUE(f.ok()) << (f.problems.empty() ? "" : f.problems.front());
+}

@@ -154,6 +154,36 @@ TEST(Store, WriterOutOfOrderRewriteTruncateAndReadBack) {
     EXPECT_EQ(read_file(*s, "x"), data);
 }
 
+// Raw blocks are written from the caller's bytes, several per system call: none may still
+// be waiting when write() returns, since the caller then reuses its buffer. Default 128 KiB
+// blocks (the smaller ones of other tests are copied instead); chunk sizes that leave
+// blocks straddling two writes.
+TEST(Store, WriterKeepsNoReferenceToTheCallersBuffer) {
+    temp_dir d;
+    store::store_options o;
+    o.encode_threads = 2;
+    auto s = store::store::open(d.path() / "s", o);
+    for (std::size_t step = 0; step < 2; ++step) {
+        auto data = trajectory(step + 1, 300000, 3)[step];
+        auto path = "checkpoint-" + std::to_string(step) + ".safetensors";
+        s->create(path, 0644, true);
+        auto w = s->open_writer(path, true);
+        const std::size_t chunks[] = {1u << 20, 300001, 4097, (1u << 20) + 3, 131072};
+        std::vector<std::byte> buf;
+        for (std::size_t off = 0, i = 0; off < data.size(); ++i) {
+            auto n = std::min(chunks[i % std::size(chunks)], data.size() - off);
+            buf.assign(data.begin() + static_cast<std::ptrdiff_t>(off),
+                       data.begin() + static_cast<std::ptrdiff_t>(off + n));
+            w->write(off, buf);
+            std::fill(buf.begin(), buf.end(), std::byte{0xee});
+            off += n;
+        }
+        ASSERT_TRUE(w->commit());
+        EXPECT_EQ(read_file(*s, path), data) << path;
+    }
+    EXPECT_TRUE(s->fsck(false).ok());
+}
+
 TEST(Store, CommitAfterUnlinkOrReplaceIsDropped) {
     temp_dir d;
     auto s = store::store::open(d.path() / "s", small_blocks());

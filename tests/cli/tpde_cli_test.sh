@@ -66,6 +66,17 @@ expect_error corrupt "corrupt" "$TPDE" decode --ref "$work/prev.bin" "$work/flip
 expect_error bad_type "element type" "$TPDE" encode --type f8 "$work/new.bin" -o "$work/x"
 if [ ! -e "$work/x" ] && ! ls "$work"/x.tmp-* >/dev/null 2>&1; then ok no_partial_output; else bad no_partial_output; fi
 
+# An existing output is replaced by a run that succeeds, and left as it was by one that fails.
+printf 'old' > "$work/exists.out"
+"$TPDE" decode --ref "$work/prev.bin" "$work/flip.tpde" -o "$work/exists.out" 2>/dev/null
+kept=$(cat "$work/exists.out")
+"$TPDE" decode --ref "$work/prev.bin" "$work/delta.tpde" -o "$work/exists.out"
+if [ "$kept" = old ] && cmp -s "$work/exists.out" "$N" && ! ls "$work"/exists.out.tmp-* >/dev/null 2>&1; then
+    ok replace_output
+else
+    bad replace_output "kept='$kept'"
+fi
+
 # A device or FIFO given as output is written to, never replaced by a regular file.
 mkfifo "$work/fifo"
 timeout 30 cat "$work/fifo" >"$work/fifo.out" &

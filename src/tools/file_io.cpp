@@ -43,6 +43,13 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
     return {map_ + offset, static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset))};
 }
 
+void input_file::prefault(std::uint64_t offset, std::size_t n) const {
+    if (!map_ || offset >= size_) return;
+    auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t from = offset / page * page, to = std::min(size_, offset + n);
+    ::madvise(map_ + from, to - from, MADV_POPULATE_READ);
+}
+
 void input_file::release(std::uint64_t offset, std::size_t n) const {
     // Batched: each madvise flushes TLBs on every core, which per block cost a quarter of
     // the encode time.

@@ -1,5 +1,7 @@
 #include "standalone.hpp"
 
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <zstd.h>
@@ -11,6 +13,22 @@ namespace tpde::codec::detail {
 namespace {
 
 enum class plane_mode : std::uint8_t { raw = 0, zstd = 1 };
+
+// Whether a byte plane looks like uniformly random bytes (order-0 entropy of an even sample
+// above 7.9 bits): the low mantissa bytes of trained weights do. zstd is not tried on them:
+// on a real checkpoint's standalone blocks it saved 0.03% there, and trying took about a
+// sixth of the encode time. (A sample of 4096 uniform bytes measures ~7.95 bits.)
+bool looks_random(std::span<const std::byte> plane) {
+    constexpr std::size_t samples = 4096;
+    if (plane.size() < samples) return false; // small: zstd is cheap, and may find runs
+    std::array<std::uint32_t, 256> count{};
+    const std::size_t step = plane.size() / samples;
+    for (std::size_t i = 0; i < samples; ++i) ++count[std::to_integer<unsigned>(plane[i * step])];
+    double bits = 0;
+    for (auto c : count)
+        if (c) bits -= c * std::log2(static_cast<double>(c) / samples);
+    return bits / samples > 7.9;
+}
 
 } // namespace
 
@@ -25,8 +43,10 @@ void encode_standalone(element_type t, std::span<const std::byte> block, int zst
     for (std::size_t b = 0; b < w && n > 0; ++b) {
         const std::byte* src = block.data() + b;
         for (std::size_t i = 0; i < n; ++i) plane[i] = src[i * w];
-        std::size_t c = ZSTD_compressCCtx(thread_cctx(), packed.data(), packed.size(), plane.data(),
-                                          n, zstd_level);
+        std::size_t c = looks_random(plane)
+                            ? n
+                            : ZSTD_compressCCtx(thread_cctx(), packed.data(), packed.size(),
+                                                plane.data(), n, zstd_level);
         if (!ZSTD_isError(c) && c < n) {
             out.put(plane_mode::zstd);
             out.put(static_cast<std::uint32_t>(c));

@@ -15,6 +15,10 @@ namespace tpde::codec::detail {
 bool have_avx512();
 // Tests turn the vector paths off to compare them with the scalar ones.
 void set_avx512_allowed(bool allowed);
+// Whether the decoder's AVX512-VBMI variant runs (have_avx512(), the CPU has VBMI, and no
+// test turned it off), and the switch tests use to compare it with the gather variant.
+bool have_vbmi();
+void set_vbmi_allowed(bool allowed);
 
 struct round_input {
     std::uint32_t* states;                 // 16 lanes, updated
@@ -38,6 +42,10 @@ struct round_input {
 // no table may produce.
 std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,
                                  std::size_t rounds, bool& bad);
+
+// decode_rounds_avx512's variant for CPUs with AVX512-VBMI; it calls this itself.
+std::size_t decode_rounds_avx512_vbmi(const round_input& in, unsigned width, bool sparse,
+                                      std::size_t k, std::size_t rounds, bool& bad);
 
 struct enc_symbol;
 

@@ -295,7 +295,10 @@ TEST(CodecRoundtrip, BothRansLaneLayouts) {
 // and sparse. (Where the CPU has no AVX-512 both runs take the scalar path.)
 TEST(CodecRoundtrip, VectorAndScalarPathsAgree) {
     struct restore_vector_paths {
-        ~restore_vector_paths() { codec::detail::set_avx512_allowed(true); }
+        ~restore_vector_paths() {
+            codec::detail::set_avx512_allowed(true);
+            codec::detail::set_vbmi_allowed(true);
+        }
     } restore;
     for (std::size_t n : {1024u + 7u, 32768u + 15u}) {
         auto w = test::weights_f32(n, 31);
@@ -324,6 +327,10 @@ TEST(CodecRoundtrip, VectorAndScalarPathsAgree) {
                 EXPECT_EQ(codec::decode(vector_frame, prev), next);
                 codec::detail::set_avx512_allowed(true);
                 EXPECT_EQ(codec::decode(scalar_frame, prev), next);
+                // The decoder's two vector variants: raw bits by gather, and by byte permute.
+                codec::detail::set_vbmi_allowed(false);
+                EXPECT_EQ(codec::decode(vector_frame, prev), next);
+                codec::detail::set_vbmi_allowed(true);
             }
         }
     }

@@ -1,7 +1,8 @@
 #pragma once
-// What the AVX-512 kernels (rans_simd.cpp, analyze_simd.cpp) share: the target attribute
-// their functions carry, and the order-preserving float map on 32-bit lanes. For those two
-// files only: it turns off a warning for the rest of the file that includes it.
+// What the AVX-512 kernels (rans_simd.cpp, rans_simd_vbmi.cpp, analyze_simd.cpp) share: the
+// target attributes their functions carry, and the order-preserving float map on 32-bit
+// lanes. For those files only: it turns off a warning for the rest of the file that includes
+// it.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -12,6 +13,9 @@
 #endif
 
 #define TPDE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,popcnt")))
+// The same plus byte permutes (rans_simd_vbmi.cpp; only where have_vbmi()).
+#define TPDE_AVX512_VBMI                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vbmi,popcnt")))
 
 namespace tpde::codec::detail::avx512 {
 

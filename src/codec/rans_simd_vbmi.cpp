@@ -10,8 +10,7 @@ namespace tpde::codec::detail {
 
 #if defined(__x86_64__)
 
-#define TPDE_DECODE_TARGET                                                                         \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vbmi,popcnt")))
+#define TPDE_DECODE_TARGET TPDE_AVX512_VBMI
 #define TPDE_RAW_BITS_BY_PERMUTE 1
 #include "rans_simd_decode.inc"
 

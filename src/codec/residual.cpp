@@ -333,37 +333,28 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     // The tables are contiguous, so a context*max_symbols+symbol index addresses them flat.
     const enc_symbol* flat = (*tables)[0].sym.data();
     static_assert(sizeof(enc_table) == max_symbols * sizeof(enc_symbol));
-    rans_encoder enc(sparse ? a.changed : n);
+    // The coded symbols in order: only the changed ones when sparse.
+    const std::uint16_t* coded = a.syms.data();
+    const std::size_t count = sparse ? a.changed : n;
+    thread_local std::vector<std::uint16_t> changed_syms;
+    if (sparse) {
+        changed_syms.resize(a.changed + 1);
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < n; ++i) { // branch-free: write, advance if changed
+            changed_syms[k] = a.syms[i];
+            k += !is_unchanged(a.syms[i]);
+        }
+        coded = changed_syms.data();
+    }
+    // Symbol k uses state k % lanes, coded from the end: the last partial round one by one,
+    // then whole rounds 16 lanes at a time where the CPU can.
+    rans_encoder enc(count);
     std::array<std::uint32_t, max_rans_lanes> x;
     x.fill(rans_low);
     const std::size_t lane_mask = lanes - 1; // lanes is a power of two
-    if (lanes == max_rans_lanes && have_avx512()) {
-        // The coded symbols in order (only the changed ones when sparse); the last partial
-        // round one by one, then whole rounds 16 lanes at a time, from the end.
-        const std::uint16_t* coded = a.syms.data();
-        thread_local std::vector<std::uint16_t> changed_syms;
-        if (sparse) {
-            changed_syms.resize(a.changed + 1);
-            std::size_t k = 0;
-            for (std::size_t i = 0; i < n; ++i) { // branch-free: write, advance if changed
-                changed_syms[k] = a.syms[i];
-                k += !is_unchanged(a.syms[i]);
-            }
-            coded = changed_syms.data();
-        }
-        const std::size_t count = sparse ? a.changed : n, whole = count / 16 * 16;
-        for (std::size_t k = count; k-- > whole;) enc.put(x[k & lane_mask], flat[coded[k]]);
-        encode_rounds_avx512(x.data(), enc.cursor(), flat, coded, whole / 16);
-    } else if (sparse) {
-        std::size_t k = a.changed; // index of the element among those coded
-        for (std::size_t i = n; i-- > 0;) {
-            if (is_unchanged(a.syms[i])) continue;
-            --k;
-            enc.put(x[k & lane_mask], flat[a.syms[i]]);
-        }
-    } else {
-        for (std::size_t i = n; i-- > 0;) enc.put(x[i & lane_mask], flat[a.syms[i]]);
-    }
+    const std::size_t whole = lanes == max_rans_lanes && have_avx512() ? count / 16 * 16 : 0;
+    for (std::size_t k = count; k-- > whole;) enc.put(x[k & lane_mask], flat[coded[k]]);
+    if (whole) encode_rounds_avx512(x.data(), enc.cursor(), flat, coded, whole / 16);
     for (unsigned l = lanes; l-- > 0;) enc.flush(x[l]);
     auto len_pos = out.size();
     out.put<std::uint32_t>(0);

@@ -43,11 +43,12 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
     return {map_ + offset, static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset))};
 }
 
-void input_file::prefault(std::uint64_t offset, std::size_t n) const {
-    if (!map_ || offset >= size_) return;
-    auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-    std::uint64_t from = offset / page * page, to = std::min(size_, offset + n);
-    ::madvise(map_ + from, to - from, MADV_POPULATE_READ);
+void input_file::prefault(std::span<const std::byte> part) const {
+    if (part.empty()) return;
+    auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    auto from = reinterpret_cast<std::uintptr_t>(part.data()) / page * page;
+    auto to = reinterpret_cast<std::uintptr_t>(part.data() + part.size());
+    ::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_READ);
 }
 
 void input_file::release(std::uint64_t offset, std::size_t n) const {

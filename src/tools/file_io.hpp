@@ -19,9 +19,9 @@ public:
     // The bytes [offset, offset+n) (fewer at end of file) of a read-only mapping of the whole
     // file: no copy. Valid while this object lives.
     std::span<const std::byte> view(std::uint64_t offset, std::size_t n) const;
-    // Maps [offset, offset+n) in now (page tables only, no copy), so the thread that reads
-    // it later does not stop for page faults. Best effort.
-    void prefault(std::uint64_t offset, std::size_t n) const;
+    // Maps `part` (a view of this file) in now, page tables only, no copy, so the thread
+    // that reads it later does not stop for page faults. Best effort.
+    void prefault(std::span<const std::byte> part) const;
     // Tells the kernel that everything before offset+n is done with (a sequential pass), so
     // only the last few MiB stay resident.
     void release(std::uint64_t offset, std::size_t n) const;

@@ -94,8 +94,8 @@ format::file_layout encode_file(const tools::input_file& next, const tools::inpu
         auto block = next.view(b.offset, b.size);
         auto ref = prev && b.ref_size ? prev->view(b.ref_offset, b.ref_size)
                                       : std::span<const std::byte>{};
-        next.prefault(b.offset, b.size);
-        if (!ref.empty()) prev->prefault(b.ref_offset, b.ref_size);
+        next.prefault(block);
+        if (prev) prev->prefault(ref);
         codec::encode_options opts;
         opts.type = forced_type ? forced_type : b.type;
         pipe.push(
@@ -172,9 +172,9 @@ int run_decode(const decode_args& a) {
                                                      a.input.string(), index,
                                                      prev ? a.ref.string() : "the reference"));
             ref = prev->view(r.ref_offset, r.ref_size);
-            prev->prefault(r.ref_offset, r.ref_size);
+            prev->prefault(ref);
         }
-        in.prefault(in_off - r.frame.size(), r.frame.size());
+        in.prefault(r.frame);
         pipe.push(
             [r, ref, index, dopts, record_end = in_off, &a] {
                 try {

@@ -90,7 +90,8 @@ private:
     std::vector<gathered_frame> gathered_;
     std::vector<std::byte> gathered_headers_;
     std::size_t gathered_bytes_{0};
-    int failed_errno_{0}; // a write failed: the object is incomplete
+    std::vector<std::span<const std::byte>> parts_; // write_gathered()'s, kept for its capacity
+    int failed_errno_{0};                           // a write failed: the object is incomplete
     bool published_{false};
 };
 

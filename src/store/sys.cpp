@@ -1,7 +1,7 @@
 #include "store/sys.hpp"
 
+#include <array>
 #include <atomic>
-#include <climits>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -84,19 +84,19 @@ void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::
                  const std::string& shown) {
     mutation_point();
     std::size_t first = 0, skip = 0; // parts[first] from byte `skip` on is not written yet
-    std::vector<iovec> iov;
+    std::array<iovec, 64> iov;       // on the stack: this runs for every write request
     for (;;) {
         while (first < parts.size() && skip == parts[first].size()) {
             ++first;
             skip = 0;
         }
         if (first == parts.size()) return;
-        iov.clear();
-        for (std::size_t i = first; i < parts.size() && iov.size() < IOV_MAX; ++i) {
+        std::size_t count = 0;
+        for (std::size_t i = first; i < parts.size() && count < iov.size(); ++i) {
             auto part = parts[i].subspan(i == first ? skip : 0);
-            iov.push_back({const_cast<std::byte*>(part.data()), part.size()});
+            iov[count++] = {const_cast<std::byte*>(part.data()), part.size()};
         }
-        auto n = ::pwritev(f, iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(off));
+        auto n = ::pwritev(f, iov.data(), static_cast<int>(count), static_cast<off_t>(off));
         if (n < 0) {
             if (errno == EINTR) continue;
             fail("cannot write", shown);

@@ -232,6 +232,10 @@ void decode_into(std::span<const std::byte> frame, std::span<const std::byte> re
     decode_checked(h, frame, reference, out);
 }
 
+std::size_t decoded_size(std::span<const std::byte> frame, const decode_options& opts) {
+    return checked_header(frame, opts).raw_size;
+}
+
 frame_summary inspect(std::span<const std::byte> frame) {
     const auto h = detail::read_header(frame);
     return {h.m, h.type, h.raw_size, h.payload_size, bool(h.flags & detail::flag_has_reference)};

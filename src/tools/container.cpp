@@ -62,9 +62,10 @@ void write_block_record_header(output_file& out, const block_record& r) {
 }
 
 block_record read_block_record(const input_file& in, std::uint64_t& offset,
-                               std::uint32_t block_size) {
+                               std::uint32_t block_size, std::vector<std::byte>& frame) {
     auto name = in.path().string();
-    auto h = in.view(offset, block_record_header_size);
+    std::vector<std::byte> header;
+    auto h = in.read(offset, block_record_header_size, header);
     if (h.size() < block_record_header_size)
         throw std::runtime_error(name + ": truncated (block record missing at offset " +
                                  std::to_string(offset) + ")");
@@ -77,7 +78,7 @@ block_record read_block_record(const input_file& in, std::uint64_t& offset,
         len > in.size() - body)
         throw std::runtime_error(name + ": truncated or corrupt block record at offset " +
                                  std::to_string(offset));
-    r.frame = in.view(body, len);
+    r.frame = in.read(body, len, frame);
     offset = body + len;
     return r;
 }

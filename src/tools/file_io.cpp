@@ -1,5 +1,6 @@
 #include "file_io.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -29,7 +30,6 @@ input_file::input_file(const std::filesystem::path& path) : path_(path) {
         void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
         if (m == MAP_FAILED) fail("cannot map", path);
         map_ = static_cast<std::byte*>(m);
-        ::madvise(m, size_, MADV_SEQUENTIAL);
     }
 }
 
@@ -43,24 +43,24 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
     return {map_ + offset, static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset))};
 }
 
-void input_file::prefault(std::span<const std::byte> part) const {
-    if (part.empty()) return;
-    auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-    auto from = reinterpret_cast<std::uintptr_t>(part.data()) / page * page;
-    auto to = reinterpret_cast<std::uintptr_t>(part.data() + part.size());
-    ::madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_READ);
-}
-
-void input_file::release(std::uint64_t offset, std::size_t n) const {
-    // Batched: each madvise flushes TLBs on every core, which per block cost a quarter of
-    // the encode time.
-    constexpr std::uint64_t batch = 16 << 20;
-    std::uint64_t end = std::min(size_, offset + n);
-    if (!map_ || end < released_ + batch) return;
-    auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-    std::uint64_t until = end / page * page;
-    ::madvise(map_ + released_, until - released_, MADV_DONTNEED);
-    released_ = until;
+std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
+                                            std::vector<std::byte>& into) const {
+    const std::size_t want =
+        offset >= size_ ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset));
+    into.resize(want);
+    std::size_t done = 0;
+    while (done < want) {
+        ssize_t r =
+            ::pread(fd_, into.data() + done, want - done, static_cast<off_t>(offset + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fail("cannot read", path_);
+        if (r == 0) {
+            errno = EIO;
+            fail("file shrank while being read:", path_);
+        }
+        done += static_cast<std::size_t>(r);
+    }
+    return into;
 }
 
 output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {

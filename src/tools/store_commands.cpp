@@ -204,10 +204,9 @@ void import_tree(store::store& s, const fs::path& from, const std::string& path,
             s.create(p, st.st_mode & 07777, true);
             auto w = s.open_writer(p, true);
             constexpr std::size_t chunk = 1u << 20; // as a FUSE write stream would arrive
-            for (std::uint64_t off = 0; off < in.size(); off += chunk) {
-                w->write(off, in.view(off, chunk));
-                in.release(off, chunk);
-            }
+            std::vector<std::byte> buffer;
+            for (std::uint64_t off = 0; off < in.size(); off += chunk)
+                w->write(off, in.read(off, chunk, buffer));
             if (!w->commit()) throw std::runtime_error(p + ": commit failed");
             ++files;
             bytes += in.size();

@@ -41,9 +41,11 @@ std::optional<codec::element_type> parse_type(const std::string& s) {
     return t;
 }
 
-std::unique_ptr<util::thread_pool> make_pool(unsigned threads) {
-    // One thread means: code on the calling thread, as single-threaded tools do.
-    return threads > 1 ? std::make_unique<util::thread_pool>(threads) : nullptr;
+// `threads` coding threads. The calling thread reads the inputs and writes the output beside
+// them, as zstd's asynchronous I/O does: for one thread, that hides the copies in and out,
+// a quarter of a 100 MB encode or decode done in line.
+std::unique_ptr<util::thread_pool> coding_pool(unsigned threads) {
+    return std::make_unique<util::thread_pool>(std::max(1u, threads));
 }
 
 format::file_layout layout_of(const tools::input_file& f, bool segments) {
@@ -65,6 +67,8 @@ struct encoded_block {
     format::planned_block plan;
     std::vector<std::byte> frame;
     codec::encode_info info;
+    // The block's bytes and its reference's, read from the files; recycled for later blocks.
+    std::vector<std::byte> input, reference;
 };
 
 // Encodes NEW by the block plan (each block against its matched range of PREV), handing
@@ -79,30 +83,32 @@ format::file_layout encode_file(const tools::input_file& next, const tools::inpu
                                     prev ? prev->size() : 0, {.block_size = o.block_size});
     const auto forced_type = parse_type(o.type);
 
-    auto pool = make_pool(o.threads);
+    auto pool = coding_pool(o.threads);
     util::ordered_pipeline<encoded_block> pipe(pool.get(), 2 * std::max(1u, o.threads));
+    // Buffers of consumed blocks: at most two per block in flight, whatever the file size.
+    std::vector<std::vector<std::byte>> spare;
+    auto take_buffer = [&] {
+        if (spare.empty()) return std::vector<std::byte>{};
+        auto b = std::move(spare.back());
+        spare.pop_back();
+        return b;
+    };
     auto consume = [&](encoded_block&& e) {
-        next.release(e.plan.offset, e.plan.size);
-        if (prev && e.plan.ref_size) {
-            // Name matching may read PREV out of order: release only what lies behind this
-            // block's reference (a later block reaching further back just faults it in again).
-            prev->release(0, e.plan.ref_offset);
-        }
+        spare.push_back(std::move(e.input));
+        spare.push_back(std::move(e.reference));
         sink(std::move(e));
     };
     for (const auto& b : plan) {
-        auto block = next.view(b.offset, b.size);
-        auto ref = prev && b.ref_size ? prev->view(b.ref_offset, b.ref_size)
+        encoded_block e{b, {}, {}, take_buffer(), take_buffer()};
+        auto block = next.read(b.offset, b.size, e.input);
+        auto ref = prev && b.ref_size ? prev->read(b.ref_offset, b.ref_size, e.reference)
                                       : std::span<const std::byte>{};
-        next.prefault(block);
-        if (prev) prev->prefault(ref);
         codec::encode_options opts;
         opts.type = forced_type ? forced_type : b.type;
         pipe.push(
-            [block, ref, opts, b] {
-                encoded_block e{b, {}, {}};
+            [e = std::move(e), block, ref, opts]() mutable {
                 e.frame = codec::encode(block, ref, opts, &e.info);
-                return e;
+                return std::move(e);
             },
             consume);
     }
@@ -142,28 +148,37 @@ int run_decode(const decode_args& a) {
     std::optional<tools::input_file> prev;
     if (!a.ref.empty()) prev.emplace(a.ref);
     tools::output_file out(a.output);
-    // Blocks are decoded on `threads` workers even for one: this thread reads the records and
-    // writes the output beside them (as zstd's asynchronous I/O does), which a decode of
-    // 100 MB otherwise waits for, ~25% of its time.
-    auto pool = std::make_unique<util::thread_pool>(a.threads);
+    auto pool = coding_pool(a.threads);
     struct decoded_block {
         std::vector<std::byte> bytes;
         std::uint64_t record_end; // offset in IN just past this block's record
+        // The record's frame and its reference, read from the files; recycled.
+        std::vector<std::byte> frame, reference;
     };
     util::ordered_pipeline<decoded_block> pipe(pool.get(), 2 * std::max(1u, a.threads));
+    // Buffers of written blocks: three per block in flight, whatever the file size.
+    std::vector<std::vector<std::byte>> spare;
+    auto take_buffer = [&] {
+        if (spare.empty()) return std::vector<std::byte>{};
+        auto b = std::move(spare.back());
+        spare.pop_back();
+        return b;
+    };
     std::uint64_t in_off = tools::container_header_size, written = 0;
     auto sink = [&](decoded_block&& d) {
         if (written + d.bytes.size() > h.total_size)
             throw std::runtime_error(a.input.string() +
                                      ": blocks add up to more than the file size");
         out.write(d.bytes);
-        in.release(0, d.record_end);
         written += d.bytes.size();
+        for (auto* b : {&d.bytes, &d.frame, &d.reference}) spare.push_back(std::move(*b));
     };
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
     for (std::size_t index = 0; in_off < in.size(); ++index) {
-        auto r = tools::read_block_record(in, in_off, h.block_size);
+        decoded_block d{take_buffer(), 0, take_buffer(), take_buffer()};
+        auto r = tools::read_block_record(in, in_off, h.block_size, d.frame);
+        d.record_end = in_off;
         std::span<const std::byte> ref;
         if (r.ref_size) {
             if (!prev || r.ref_offset > prev->size() || prev->size() - r.ref_offset < r.ref_size)
@@ -171,14 +186,14 @@ int run_decode(const decode_args& a) {
                                                      "--ref the file it was encoded against?",
                                                      a.input.string(), index,
                                                      prev ? a.ref.string() : "the reference"));
-            ref = prev->view(r.ref_offset, r.ref_size);
-            prev->prefault(ref);
+            ref = prev->read(r.ref_offset, r.ref_size, d.reference);
         }
-        in.prefault(r.frame);
         pipe.push(
-            [r, ref, index, dopts, record_end = in_off, &a] {
+            [d = std::move(d), frame = r.frame, ref, index, dopts, &a]() mutable {
                 try {
-                    return decoded_block{codec::decode(r.frame, ref, dopts), record_end};
+                    d.bytes.resize(codec::decoded_size(frame, dopts));
+                    codec::decode_into(frame, ref, d.bytes, dopts);
+                    return std::move(d);
                 } catch (const codec::reference_mismatch& e) {
                     throw std::runtime_error(
                         fmt::format("{}: block {}: {} (is --ref the file it was encoded against?)",
@@ -299,7 +314,8 @@ int run_segments(const segments_args& a) {
 }
 
 void add_coding_options(CLI::App* sub, coding_options& o) {
-    sub->add_option("-j,--threads", o.threads, "worker threads (1 = code on the calling thread)")
+    sub->add_option("-j,--threads", o.threads,
+                    "coding threads (reading and writing run beside them on the calling thread)")
         ->check(CLI::Range(1u, 256u))
         ->capture_default_str();
     sub->add_option("--block-size", o.block_size, "largest block, in bytes")

@@ -93,6 +93,10 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
 void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,
                  std::span<std::byte> out, const decode_options& opts = {});
 
+// The decoded size the frame's (checked) header claims, refused (decode_error) above
+// opts.max_raw_size: what to size decode_into's destination by.
+std::size_t decoded_size(std::span<const std::byte> frame, const decode_options& opts = {});
+
 // Frame facts readable without decoding (checked header only).
 struct frame_summary {
     method m;

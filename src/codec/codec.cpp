@@ -96,13 +96,30 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
     unsigned delta_lanes = 2;
     std::optional<reference_view> ref;
     if (use_delta || use_patch) ref.emplace(reference, block.size());
+    // Without a reference, or when the delta barely helps (a parent that does not resemble
+    // this block), the block is also coded on its own.
+    auto delta_barely_helps = [&](std::size_t payload) { return payload > block.size() * 9 / 10; };
+    std::optional<std::vector<std::byte>> standalone;
+    auto code_standalone = [&] {
+        standalone.emplace(frame_header_size);
+        detail::encode_standalone(type, block, opts.zstd_level, *standalone);
+    };
     if (use_delta) {
+        // Where the delta's estimate says it barely helps, the standalone form is coded
+        // first, and the delta's entropy coding (half its cost) only if it would still win.
+        auto proceed = [&](std::size_t estimate) {
+            if (!opts.allow_standalone || !delta_barely_helps(estimate)) return true;
+            code_standalone();
+            return estimate + frame_header_size < standalone->size();
+        };
         auto r = detail::encode_delta(type, block, ref->bytes, opts.allow_dense, opts.allow_sparse,
-                                      frame, opts.rans_lanes);
-        h.m = r.chosen;
-        changed = r.changed;
-        delta_lanes = r.lanes;
-        coded = true;
+                                      frame, opts.rans_lanes, proceed);
+        if (r.written) {
+            h.m = r.chosen;
+            changed = r.changed;
+            delta_lanes = r.lanes;
+            coded = true;
+        }
     }
     if (use_patch) {
         std::vector<std::byte> alt(frame_header_size);
@@ -121,19 +138,15 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
             h.flags |= detail::flag_rans16;
         h.reference_hash = ref->compute_hash();
     }
-    // Without a reference, or when the delta barely helps (a parent that does not resemble
-    // this block), try coding the block on its own.
-    if (opts.allow_standalone &&
-        (!coded || frame.size() - frame_header_size > block.size() * 9 / 10)) {
-        std::vector<std::byte> alt(frame_header_size);
-        detail::encode_standalone(type, block, opts.zstd_level, alt);
-        if (!coded || alt.size() < frame.size()) {
-            frame = std::move(alt);
-            h.m = method::standalone;
-            h.flags = 0;
-            h.reference_hash = 0;
-            coded = true;
-        }
+    if (opts.allow_standalone && !standalone &&
+        (!coded || delta_barely_helps(frame.size() - frame_header_size)))
+        code_standalone();
+    if (standalone && (!coded || standalone->size() < frame.size())) {
+        frame = std::move(*standalone);
+        h.m = method::standalone;
+        h.flags = 0;
+        h.reference_hash = 0;
+        coded = true;
     }
     if (!coded || frame.size() - frame_header_size >= block.size()) {
         frame.resize(frame_header_size);

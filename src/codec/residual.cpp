@@ -209,14 +209,17 @@ struct histogram {
     std::span<const std::uint32_t> of(unsigned c) const {
         return {counts.data() + c * max_symbols, symbols_of<U>};
     }
-    // Entropy of the symbols plus, with `tables`, an estimate of the tables' own size.
-    double coded_bits(unsigned contexts, bool without_zero, bool tables = true) const {
+    enum class cost { entropy, entropy_and_tables, coded_and_tables };
+    // What the symbols cost: their entropy, or what rANS spends with the frequencies they
+    // normalise to (a normalisation per context); plus, but for `entropy`, an estimate of
+    // the tables' own size.
+    double bits(unsigned contexts, bool without_zero, cost how) const {
         double bits = 0;
         for (unsigned c = 0; c < contexts; ++c) {
             auto h = of(c);
             if (without_zero) h = h.subspan(1);
-            bits += tables ? detail::coded_bits(h) : entropy_bits(h);
-            if (!tables) continue;
+            bits += how == cost::coded_and_tables ? detail::coded_bits(h) : entropy_bits(h);
+            if (how == cost::entropy) continue;
             // Table cost: presence bitmap plus ~1.5 bytes per present symbol.
             unsigned present = 0;
             for (auto v : h) present += v != 0;
@@ -369,20 +372,31 @@ constexpr std::size_t min_elements_for_16_lanes = 1024;
 template <element_type T, typename U = word_t<T>>
 delta_result encode_typed(std::span<const std::byte> block, std::span<const std::byte> reference,
                           bool allow_dense, bool allow_sparse, unsigned lanes,
-                          std::vector<std::byte>& payload) {
+                          std::vector<std::byte>& payload, const delta_proceed& proceed) {
     constexpr layout lay = layout_of(T);
     const std::size_t n = block.size() / sizeof(U);
     context_map ctx(lay, top_exponent<U>(lay, reference.data(), n));
     analysis<U>* a = &scratch_analysis<U>(0);
     analyze<T>(ctx, block.data(), reference.data(), n, *a);
 
+    using cost = typename histogram<U>::cost;
+    const unsigned nctx = ctx.contexts();
     bool sparse = allow_sparse && !allow_dense;
     // Positions cost a few bits per changed element: with a quarter or more changed the
     // dense form wins in practice (measured on real checkpoints), so the pass is skipped.
     if (allow_sparse && allow_dense && 4 * a->changed < n) {
-        double dense_bits = a->hist.coded_bits(ctx.contexts(), false);
-        double sparse_bits = position_bits(a->syms) + a->hist.coded_bits(ctx.contexts(), true);
+        double dense_bits = a->hist.bits(nctx, false, cost::coded_and_tables);
+        double sparse_bits =
+            position_bits(a->syms) + a->hist.bits(nctx, true, cost::coded_and_tables);
         sparse = sparse_bits < dense_bits;
+    }
+    if (proceed) {
+        double bits = a->hist.bits(nctx, sparse, cost::entropy_and_tables) + a->raw_bit_count;
+        if (sparse) bits += position_bits(a->syms);
+        // Plus the odd tail, the flushed states and the section headers.
+        const double bytes = bits / 8 + double(block.size() - n * sizeof(U)) + 4 * lanes + 16;
+        if (!proceed(static_cast<std::size_t>(bytes)))
+            return {sparse ? method::sparse : method::dense, a->changed, lanes, false};
     }
 
     byte_sink out(payload);
@@ -571,11 +585,13 @@ decltype(auto) with_type(element_type t, F&& f) {
 
 delta_result encode_delta(element_type t, std::span<const std::byte> block,
                           std::span<const std::byte> reference, bool allow_dense, bool allow_sparse,
-                          std::vector<std::byte>& payload, unsigned lanes) {
+                          std::vector<std::byte>& payload, unsigned lanes,
+                          const delta_proceed& proceed) {
     if (lanes != 2 && lanes != max_rans_lanes)
         throw std::invalid_argument("tpde encode: rANS lanes must be 2 or 16");
     return with_type(t, [&](auto type) {
-        return encode_typed<type()>(block, reference, allow_dense, allow_sparse, lanes, payload);
+        return encode_typed<type()>(block, reference, allow_dense, allow_sparse, lanes, payload,
+                                    proceed);
     });
 }
 
@@ -590,7 +606,7 @@ double estimate_delta_bits(element_type t, std::span<const std::byte> block,
         analyze<type()>(ctx, block.data(), reference.data(), n, *a);
         // Without table costs: they do not shrink with the sample, and would favour types
         // with fewer contexts on a small one.
-        return a->hist.coded_bits(ctx.contexts(), false, false) + a->raw_bit_count +
+        return a->hist.bits(ctx.contexts(), false, histogram<U>::cost::entropy) + a->raw_bit_count +
                8.0 * (block.size() - n * sizeof(U));
     });
 }

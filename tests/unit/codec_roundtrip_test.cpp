@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "../../src/codec/rans_simd.hpp"
+#include "../../src/codec/residual.hpp"
 #include "test_data.hpp"
 #include "tpde/codec/codec.hpp"
 
@@ -80,6 +81,55 @@ TEST(CodecRoundtrip, DeltaBeatsStandaloneOnSimilarBlocks) {
     EXPECT_EQ(with_ref.info.chosen, method::dense);
     EXPECT_EQ(without.info.chosen, method::standalone);
     EXPECT_LT(with_ref.frame_size * 1.3, without.frame_size);
+}
+
+// A reference unrelated to the block: the delta is estimated, found to lose, and not coded;
+// the frame is exactly what the standalone method alone gives, and smaller than the delta.
+TEST(CodecRoundtrip, StandaloneWinsOverAnUnrelatedReference) {
+    auto prev = f32_bytes(test::weights_f32(1 << 15, 41));
+    std::vector<float> magnitudes(1 << 15);
+    for (std::size_t i = 0; i < magnitudes.size(); ++i)
+        magnitudes[i] = static_cast<float>(i % 7) * 1e-3f; // few exponents, positive
+    auto next = f32_bytes(magnitudes);
+    auto chosen = roundtrip(next, prev);
+    auto standalone_only = roundtrip(next, prev, {.allow_dense = false, .allow_sparse = false});
+    auto delta_only = roundtrip(next, prev, {.allow_standalone = false});
+    EXPECT_EQ(chosen.info.chosen, method::standalone);
+    EXPECT_EQ(chosen.frame_size, standalone_only.frame_size);
+    EXPECT_LT(chosen.frame_size, delta_only.frame_size);
+}
+
+// The estimate a delta_proceed callback gets is close to the payload then written: within
+// 3%, or 64 bytes (a table's worth) for a payload of a few hundred bytes.
+TEST(CodecRoundtrip, DeltaEstimateIsCloseToThePayload) {
+    auto w = test::weights_f32(1 << 15, 51);
+    auto prev = f32_bytes(w);
+    for (double p : {0.01, 0.5, 1.0}) {
+        for (bool bf16 : {false, true}) {
+            auto next_w = test::step_f32(w, p, 52);
+            auto next = bf16 ? bf16_bytes(next_w) : f32_bytes(next_w);
+            auto ref = bf16 ? bf16_bytes(w) : prev;
+            std::size_t estimate = 0;
+            std::vector<std::byte> payload;
+            auto r =
+                codec::detail::encode_delta(bf16 ? element_type::bf16 : element_type::f32, next,
+                                            ref, true, true, payload, 16, [&](std::size_t e) {
+                                                estimate = e;
+                                                return true;
+                                            });
+            ASSERT_TRUE(r.written);
+            EXPECT_NEAR(double(estimate), double(payload.size()),
+                        0.03 * double(payload.size()) + 64)
+                << "p " << p << (bf16 ? " bf16 " : " f32 ") << codec::name_of(r.chosen);
+            // Declining leaves the payload untouched.
+            std::vector<std::byte> declined;
+            auto d = codec::detail::encode_delta(bf16 ? element_type::bf16 : element_type::f32,
+                                                 next, ref, true, true, declined, 16,
+                                                 [](std::size_t) { return false; });
+            EXPECT_FALSE(d.written);
+            EXPECT_TRUE(declined.empty());
+        }
+    }
 }
 
 // Scattered changes: fractional-bit dense coding of "unchanged" is near the entropy, so the

@@ -1,5 +1,8 @@
 #include "analyze_simd.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 #include "avx512.hpp"
 #include "rans.hpp"
 
@@ -61,7 +64,38 @@ TPDE_AVX512 analyze_totals rounds(const analyze_input& in, std::size_t rounds, b
     return t;
 }
 
+template <unsigned Width>
+TPDE_AVX512 unsigned top_exponent(const std::byte* p, std::size_t n) {
+    // 16-bit lanes for both widths: an f32's exponent sits in its upper half (bits 7..14),
+    // where a bf16's is; the lower halves of f32s are masked off.
+    constexpr unsigned per_vector = 64 / Width;
+    const __m512i ff = _mm512_set1_epi16(0xff);
+    constexpr __mmask32 lanes = Width == 4 ? 0xaaaaaaaa : 0xffffffff;
+    __m512i top = _mm512_setzero_si512();
+    std::size_t i = 0;
+    for (; i + per_vector <= n; i += per_vector) {
+        __m512i e = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p + i * Width), 7), ff);
+        // infinities and NaNs (exponent all ones) do not count
+        top = _mm512_mask_max_epu16(top, _mm512_mask_cmpneq_epu16_mask(lanes, e, ff), top, e);
+    }
+    alignas(64) std::uint16_t t[32];
+    _mm512_store_si512(t, top);
+    unsigned r = 0;
+    for (auto v : t) r = std::max<unsigned>(r, v);
+    for (; i < n; ++i) {
+        std::uint16_t hi;
+        std::memcpy(&hi, p + i * Width + Width - 2, 2);
+        unsigned e = (hi >> 7) & 0xff;
+        if (e != 0xff) r = std::max(r, e);
+    }
+    return r;
+}
+
 } // namespace
+
+unsigned top_exponent_avx512(const std::byte* p, std::size_t n, unsigned width) {
+    return width == 4 ? top_exponent<4>(p, n) : top_exponent<2>(p, n);
+}
 
 analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, std::size_t n,
                                      bit_writer& raw) {
@@ -69,6 +103,10 @@ analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, st
 }
 
 #else
+
+unsigned top_exponent_avx512(const std::byte*, std::size_t, unsigned) {
+    return 0;
+}
 
 analyze_totals analyze_rounds_avx512(const analyze_input&, unsigned, std::size_t, bit_writer&) {
     return {};

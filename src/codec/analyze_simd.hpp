@@ -26,4 +26,8 @@ struct analyze_totals {
 analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, std::size_t rounds,
                                      bit_writer& raw);
 
+// The largest finite exponent among `n` `width`-byte floats (4: f32, 2: bf16); 0 if none.
+// Needs have_avx512().
+unsigned top_exponent_avx512(const std::byte* p, std::size_t n, unsigned width);
+
 } // namespace tpde::codec::detail

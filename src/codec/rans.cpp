@@ -123,8 +123,7 @@ void enc_table::init(const freq_table& f) {
 }
 
 void rans_encoder::finish(byte_sink& out) const {
-    const std::uint16_t* end = words_.data() + words_.size();
-    out.put_bytes(std::as_bytes(std::span<const std::uint16_t>(p_, end)));
+    out.put_bytes(std::as_bytes(std::span<const std::uint16_t>(p_, end_)));
 }
 
 std::span<const std::byte> padded(std::span<const std::byte> in, std::vector<std::byte>& scratch) {

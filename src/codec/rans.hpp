@@ -62,11 +62,15 @@ struct enc_table {
 };
 
 // Words are produced back to front (the encoder runs over the elements in reverse) into a
-// buffer sized for one word per symbol, so they come out in decoding order.
+// buffer sized for one word per symbol, so they come out in decoding order. The buffer is
+// the caller's scratch, grown but never cleared: zeroing it per block cost 5% of a bf16
+// encode.
 class rans_encoder {
 public:
-    explicit rans_encoder(std::size_t symbols) : words_(symbols + 2 * max_rans_lanes + 8) {
-        p_ = words_.data() + words_.size();
+    rans_encoder(std::vector<std::uint16_t>& scratch, std::size_t symbols) {
+        const std::size_t need = symbols + 2 * max_rans_lanes + 8;
+        if (scratch.size() < need) scratch.resize(need);
+        end_ = p_ = scratch.data() + need;
     }
     void put(std::uint32_t& x, const enc_symbol& s) {
         // Branch-free renormalisation: always store the low word, keep it only if needed.
@@ -90,7 +94,7 @@ public:
     std::uint16_t*& cursor() { return p_; }
 
 private:
-    std::vector<std::uint16_t> words_;
+    std::uint16_t* end_;
     std::uint16_t* p_;
 };
 

@@ -162,15 +162,18 @@ struct context_map {
     unsigned contexts() const { return lay.exp_bits == 0 ? 1 : max_contexts; }
 };
 
-// The largest finite exponent among (every fourth of) the reference elements: contexts are
-// placed below it. Only a choice of contexts, sent in the frame: a missed maximum costs a
-// little compression, never correctness, and sampling keeps this pass off the profile.
+// The largest finite exponent among the reference elements: contexts are placed below it.
+// Only a choice of contexts, sent in the frame; every path scans every element, so vector
+// and scalar encoders write the same frames.
 template <typename U>
 unsigned top_exponent(layout lay, const std::byte* ref, std::size_t n) {
     if (lay.exp_bits == 0) return 0;
+    // f32 and bf16 keep the same 8-bit exponent in their top 16 bits.
+    if (lay.exp_bits == 8 && (sizeof(U) == 4 || sizeof(U) == 2) && have_avx512())
+        return top_exponent_avx512(ref, n, sizeof(U));
     const U mask = (U{1} << lay.exp_bits) - 1;
     U top = 0;
-    for (std::size_t i = 0; i < n; i += 4) {
+    for (std::size_t i = 0; i < n; ++i) {
         U e = (load<U>(ref, i) >> lay.exp_shift) & mask;
         top = std::max<U>(top, e == mask ? U{0} : e);
     }
@@ -351,7 +354,8 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     }
     // Symbol k uses state k % lanes, coded from the end: the last partial round one by one,
     // then whole rounds 16 lanes at a time where the CPU can.
-    rans_encoder enc(count);
+    thread_local std::vector<std::uint16_t> words;
+    rans_encoder enc(words, count);
     std::array<std::uint32_t, max_rans_lanes> x;
     x.fill(rans_low);
     const std::size_t lane_mask = lanes - 1; // lanes is a power of two

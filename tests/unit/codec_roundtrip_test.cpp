@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "../../src/codec/analyze_simd.hpp"
 #include "../../src/codec/rans_simd.hpp"
 #include "../../src/codec/residual.hpp"
 #include "test_data.hpp"
@@ -343,6 +344,29 @@ TEST(CodecRoundtrip, BothRansLaneLayouts) {
 // The AVX-512 encoder pass and decoder are the scalar ones, faster: the same frames, and
 // each decodes what the other encoded. Sizes leave partial rounds of 16; f32 and bf16, dense
 // and sparse. (Where the CPU has no AVX-512 both runs take the scalar path.)
+// The vector scan for the top exponent against a plain loop, over every tail length and
+// with infinities and NaNs (which do not count) above the largest finite exponent.
+TEST(CodecRoundtrip, TopExponentScanMatchesAPlainLoop) {
+    if (!codec::detail::have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+    auto w = test::weights_f32(1000, 61); // holds infinities and NaNs
+    w[517] = 3.5e30f;                     // the largest finite exponent, off a sampling grid
+    for (bool bf16 : {false, true}) {
+        auto bytes = bf16 ? bf16_bytes(w) : f32_bytes(w);
+        const unsigned width = bf16 ? 2 : 4;
+        for (std::size_t n : {0u, 1u, 15u, 16u, 31u, 33u, 517u, 518u, 1000u}) {
+            unsigned expected = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+                std::uint16_t hi;
+                std::memcpy(&hi, bytes.data() + i * width + width - 2, 2);
+                unsigned e = (hi >> 7) & 0xff;
+                if (e != 0xff) expected = std::max(expected, e);
+            }
+            EXPECT_EQ(codec::detail::top_exponent_avx512(bytes.data(), n, width), expected)
+                << (bf16 ? "bf16 " : "f32 ") << n;
+        }
+    }
+}
+
 TEST(CodecRoundtrip, VectorAndScalarPathsAgree) {
     struct restore_vector_paths {
         ~restore_vector_paths() {

@@ -17,7 +17,7 @@ fuzz_seconds=${FUZZ_SECONDS:-60}
 fuzz_rc=0
 if [ "$fuzz_seconds" -gt 0 ]; then
     if [ ! -f build-fuzz/build.ninja ]; then
-        CXX=clang++ CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dbenchmarks=false \
+        CXX=clang++ CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dstatic_runtime=false \
             --buildtype=debugoptimized -Db_ndebug=false >/dev/null || fuzz_rc=1
     fi
     if [ $fuzz_rc -eq 0 ] && ninja -C build-fuzz >/dev/null; then

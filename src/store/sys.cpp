@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
+#include <optional>
 #include <stdio.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -64,15 +65,7 @@ fd open_dir(const std::string& path) {
 }
 
 void write_all(int f, std::span<const std::byte> bytes, const std::string& shown) {
-    mutation_point();
-    while (!bytes.empty()) {
-        auto n = ::write(f, bytes.data(), bytes.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot write", shown);
-        }
-        bytes = bytes.subspan(static_cast<std::size_t>(n));
-    }
+    writev_all(f, std::span(&bytes, 1), shown);
 }
 
 void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
@@ -80,8 +73,10 @@ void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
     pwritev_all(f, std::span(&bytes, 1), off, shown);
 }
 
-void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
-                 const std::string& shown) {
+namespace {
+// Writes every part, at `off` (advanced) or, without one, at the file position.
+void write_parts(int f, std::span<const std::span<const std::byte>> parts,
+                 std::optional<std::uint64_t> off, const std::string& shown) {
     mutation_point();
     std::size_t first = 0, skip = 0; // parts[first] from byte `skip` on is not written yet
     std::array<iovec, 64> iov;       // on the stack: this runs for every write request
@@ -96,12 +91,13 @@ void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::
             auto part = parts[i].subspan(i == first ? skip : 0);
             iov[count++] = {const_cast<std::byte*>(part.data()), part.size()};
         }
-        auto n = ::pwritev(f, iov.data(), static_cast<int>(count), static_cast<off_t>(off));
+        auto n = off ? ::pwritev(f, iov.data(), static_cast<int>(count), static_cast<off_t>(*off))
+                     : ::writev(f, iov.data(), static_cast<int>(count));
         if (n < 0) {
             if (errno == EINTR) continue;
             fail("cannot write", shown);
         }
-        off += static_cast<std::uint64_t>(n);
+        if (off) *off += static_cast<std::uint64_t>(n);
         for (auto done = static_cast<std::size_t>(n); done > 0;) {
             auto step = std::min(done, parts[first].size() - skip);
             skip += step;
@@ -112,6 +108,17 @@ void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::
             }
         }
     }
+}
+} // namespace
+
+void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
+                 const std::string& shown) {
+    write_parts(f, parts, off, shown);
+}
+
+void writev_all(int f, std::span<const std::span<const std::byte>> parts,
+                const std::string& shown) {
+    write_parts(f, parts, std::nullopt, shown);
 }
 
 void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown) {

@@ -61,6 +61,7 @@ void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
 // The parts one after the other from `off` on, in as few system calls as the kernel allows.
 void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
                  const std::string& shown);
+void writev_all(int f, std::span<const std::span<const std::byte>> parts, const std::string& shown);
 void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown);
 void fsync_fd(int f, const std::string& shown);
 void fsync_dir(int dirfd, const std::string& rel, const std::string& shown);

@@ -1,5 +1,6 @@
 #include "container.hpp"
 
+#include <array>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -53,12 +54,12 @@ container_header read_container_header(const input_file& in) {
     return h;
 }
 
-void write_block_record_header(output_file& out, const block_record& r) {
-    std::byte h[block_record_header_size];
-    put(h, static_cast<std::uint32_t>(r.frame.size()));
-    put(h + 4, r.ref_offset);
-    put(h + 12, r.ref_size);
-    out.write(h);
+void write_block_record(output_file& out, const block_record& r) {
+    std::array<std::byte, block_record_header_size> h;
+    put(h.data(), static_cast<std::uint32_t>(r.frame.size()));
+    put(h.data() + 4, r.ref_offset);
+    put(h.data() + 12, r.ref_size);
+    out.write({h, r.frame});
 }
 
 block_record read_block_record(const input_file& in, std::uint64_t& offset,

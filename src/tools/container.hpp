@@ -31,7 +31,8 @@ struct block_record {
 };
 inline constexpr std::size_t block_record_header_size = 16; // u32 frame length, u64, u32
 
-void write_block_record_header(output_file& out, const block_record& r);
+// The record: its header and the frame, in one write.
+void write_block_record(output_file& out, const block_record& r);
 // The record that starts at `offset` (its frame read into `frame`); advances offset past it.
 // Throws std::runtime_error naming the file on a truncated or corrupt record.
 block_record read_block_record(const input_file& in, std::uint64_t& offset,

@@ -1,8 +1,12 @@
 #include "file_io.hpp"
 
+#include "store/sys.hpp"
+
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <fcntl.h>
+#include <stdexcept>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <system_error>
@@ -45,21 +49,8 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
 
 std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
                                             std::vector<std::byte>& into) const {
-    const std::size_t want =
-        offset >= size_ ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - offset));
-    into.resize(want);
-    std::size_t done = 0;
-    while (done < want) {
-        ssize_t r =
-            ::pread(fd_, into.data() + done, want - done, static_cast<off_t>(offset + done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fail("cannot read", path_);
-        if (r == 0) {
-            errno = EIO;
-            fail("file shrank while being read:", path_);
-        }
-        done += static_cast<std::size_t>(r);
-    }
+    into.resize(offset >= size_ ? 0 : std::min<std::uint64_t>(n, size_ - offset));
+    store::sys::pread_exact(fd_, into, offset, path_.string());
     return into;
 }
 
@@ -95,32 +86,25 @@ output_file::~output_file() {
     }
 }
 
-void output_file::write(std::span<const std::byte> bytes) {
-    // Large pieces (decoded blocks) go straight to the kernel: copying them into the buffer
-    // first would add a copy on the one thread every block passes through.
-    if (bytes.size() >= direct_write_min) {
-        flush_buffer();
-        write_all(bytes);
+void output_file::write(std::initializer_list<std::span<const std::byte>> parts) {
+    std::size_t total = 0;
+    for (auto p : parts) total += p.size();
+    if (total < direct_write_min) {
+        if (buffer_.size() + total > buffer_.capacity()) flush_buffer();
+        for (auto p : parts) buffer_.insert(buffer_.end(), p.begin(), p.end());
         return;
     }
-    if (buffer_.size() + bytes.size() > buffer_.capacity()) flush_buffer();
-    buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
-}
-
-void output_file::write_all(std::span<const std::byte> bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        ssize_t w = ::write(fd_, bytes.data() + done, bytes.size() - done);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            fail("cannot write", tmp_.empty() ? path_ : tmp_);
-        }
-        done += static_cast<std::size_t>(w);
-    }
+    std::array<std::span<const std::byte>, 8> all;
+    if (parts.size() >= all.size()) throw std::invalid_argument("output_file: too many parts");
+    std::size_t n = 0;
+    all[n++] = buffer_;
+    for (auto p : parts) all[n++] = p;
+    store::sys::writev_all(fd_, std::span(all.data(), n), written_path().string());
+    buffer_.clear();
 }
 
 void output_file::flush_buffer() {
-    write_all(buffer_);
+    store::sys::write_all(fd_, buffer_, written_path().string());
     buffer_.clear();
 }
 
@@ -129,7 +113,7 @@ void output_file::commit() {
     if (::close(fd_) != 0) {
         fd_ = -1;
         if (!tmp_.empty()) ::unlink(tmp_.c_str());
-        fail("cannot write", tmp_.empty() ? path_ : tmp_);
+        fail("cannot write", written_path());
     }
     fd_ = -1;
     if (tmp_.empty()) return;

@@ -127,8 +127,7 @@ int run_encode(const encode_args& a, const coding_options& o) {
     tools::output_file out(a.output);
     out.write(tools::write_container_header({o.block_size, next.size(), prev.has_value()}));
     encode_file(next, prev ? &*prev : nullptr, o, [&](encoded_block&& e) {
-        tools::write_block_record_header(out, {e.plan.ref_offset, e.plan.ref_size, e.frame});
-        out.write(e.frame);
+        tools::write_block_record(out, {e.plan.ref_offset, e.plan.ref_size, e.frame});
     });
     out.commit();
     return 0;

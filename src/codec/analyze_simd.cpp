@@ -20,28 +20,33 @@ TPDE_AVX512 inline __m512i load(const std::byte* p, std::size_t i) {
     return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i)));
 }
 
-// A round's raw bits (16 fields, element 0's lowest) joined in vector registers into few
-// pieces, one bit_writer call each: 4 of <= 56 bits where fields have <= 14 bits (bf16),
-// else 8 of <= 60. The calls chain on the writer's position, so fewer is faster.
+// A round's raw bits (16 fields, element 0's lowest) joined in vector registers into four
+// pieces, one bit_writer call each (the calls chain on the writer's position, so fewer is
+// faster): of <= 56 bits where fields have <= 14 bits (bf16), else of <= 120.
 template <unsigned Width>
 TPDE_AVX512 inline void put_raw_bits(__m512i v, __m512i len, bit_writer& raw) {
     const __m512i lo32 = _mm512_set1_epi64(0xffffffff);
-    // lane k: field 2k+1 above field 2k
+    // 64-bit lane k: field 2k+1 above field 2k (<= 60 bits)
     const __m512i len_even = _mm512_and_si512(len, lo32);
     const __m512i pair = _mm512_or_si512(_mm512_and_si512(v, lo32),
                                          _mm512_sllv_epi64(_mm512_srli_epi64(v, 32), len_even));
     const __m512i pair_len = _mm512_add_epi64(len_even, _mm512_srli_epi64(len, 32));
+    // lane 2j: pair 2j+1 above pair 2j; with wide fields, what passes bit 63 in `spill`
+    const __m512i next = _mm512_bsrli_epi128(pair, 8);
+    const __m512i joined = _mm512_or_si512(pair, _mm512_sllv_epi64(next, pair_len));
+    const __m512i joined_len = _mm512_add_epi64(pair_len, _mm512_bsrli_epi128(pair_len, 8));
     alignas(64) std::uint64_t piece[8], bits[8];
+    _mm512_store_si512(piece, joined);
+    _mm512_store_si512(bits, joined_len);
     if constexpr (Width == 2) {
-        // lane 2j: pair 2j+1 above pair 2j
-        const __m512i above = _mm512_sllv_epi64(_mm512_bsrli_epi128(pair, 8), pair_len);
-        _mm512_store_si512(piece, _mm512_or_si512(pair, above));
-        _mm512_store_si512(bits, _mm512_add_epi64(pair_len, _mm512_bsrli_epi128(pair_len, 8)));
         for (int j = 0; j < 8; j += 2) raw.put(piece[j], static_cast<unsigned>(bits[j]));
     } else {
-        _mm512_store_si512(piece, pair);
-        _mm512_store_si512(bits, pair_len);
-        for (int k = 0; k < 8; ++k) raw.put64(piece[k], static_cast<unsigned>(bits[k]));
+        alignas(64) std::uint64_t spill[8];
+        // vpsrlvq gives 0 for a shift of 64 (an empty pair 2j)
+        _mm512_store_si512(
+            spill, _mm512_srlv_epi64(next, _mm512_sub_epi64(_mm512_set1_epi64(64), pair_len)));
+        for (int j = 0; j < 8; j += 2)
+            raw.put128((u128{spill[j]} << 64) | piece[j], static_cast<unsigned>(bits[j]));
     }
 }
 

@@ -42,6 +42,16 @@ public:
         acc_ = static_cast<std::uint64_t>(a >> (8 * (total >> 3)));
         fill_ = total & 7;
     }
+    // n <= 120 in one step (up to four adjacent 30-bit fields); 16 bytes of room after p_.
+    void put128(u128 v, unsigned n) {
+        u128 a = (v << (fill_ & 7)) | acc_;
+        store_le(p_, static_cast<std::uint64_t>(a));
+        store_le(p_ + 8, static_cast<std::uint64_t>(a >> 64));
+        unsigned total = fill_ + n;
+        p_ += total >> 3;
+        acc_ = static_cast<std::uint64_t>(a >> (8 * (total >> 3)));
+        fill_ = total & 7;
+    }
     void put_wide(std::uint64_t v, unsigned n) { // n <= 64
         if (n > 32) {
             put(v & 0xffffffffu, 32);

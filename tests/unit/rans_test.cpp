@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <random>
 
 #include "../../src/codec/bit_io.hpp"
@@ -84,6 +86,45 @@ TEST(BitIo, WritesAndReadsBackMixedWidths) {
     r.get(32);
     r.get(32);
     EXPECT_TRUE(r.overrun());
+}
+
+// put, put64 and put128 interleaved give the same stream as the same fields one by one.
+TEST(BitIo, WideWritesMatchFieldByField) {
+    std::mt19937_64 rng(4);
+    std::vector<std::byte> wide_scratch, narrow_scratch;
+    bit_writer wide(wide_scratch, 3000 * 128), narrow(narrow_scratch, 3000 * 128);
+    for (int i = 0; i < 3000; ++i) {
+        // four fields of up to 30 bits, written as one piece of their joined bits
+        unsigned n[4], total = 0;
+        u128 joined = 0;
+        for (auto& k : n) {
+            k = static_cast<unsigned>(rng() % 31);
+            std::uint64_t v = rng() & ((std::uint64_t{1} << k) - 1);
+            narrow.put(v, k);
+            joined |= u128{v} << total;
+            total += k;
+        }
+        switch (i % 3) {
+        case 0:
+            wide.put128(joined, total);
+            break;
+        case 1: // two pieces of <= 60 bits
+            wide.put64(static_cast<std::uint64_t>(joined & ((u128{1} << (n[0] + n[1])) - 1)),
+                       n[0] + n[1]);
+            wide.put64(static_cast<std::uint64_t>(joined >> (n[0] + n[1])), n[2] + n[3]);
+            break;
+        default: // two pieces of <= 56 bits where they fit
+            if (total <= 56) {
+                wide.put(static_cast<std::uint64_t>(joined), total);
+            } else {
+                wide.put128(joined, total);
+            }
+        }
+    }
+    wide.finish();
+    narrow.finish();
+    ASSERT_EQ(wide.bytes().size(), narrow.bytes().size());
+    EXPECT_TRUE(std::equal(wide.bytes().begin(), wide.bytes().end(), narrow.bytes().begin()));
 }
 
 TEST(Rans, TableWireFormatRejectsBadSums) {

@@ -27,8 +27,14 @@ using namespace tpde;
 
 namespace {
 
+// One coding thread per core, less one for the calling thread's reading and writing (which
+// keeps most of a core busy): on 2 cores, 2 coding threads took longer than 1.
+unsigned default_coding_threads() {
+    return std::max(2u, std::thread::hardware_concurrency()) - 1;
+}
+
 struct coding_options {
-    unsigned threads{std::max(1u, std::thread::hardware_concurrency())};
+    unsigned threads{default_coding_threads()};
     std::uint32_t block_size{128u << 10};
     std::string type{"auto"};
     bool segments{true}; // false: fixed blocks at the same offsets, no format parsing
@@ -135,7 +141,7 @@ int run_encode(const encode_args& a, const coding_options& o) {
 
 struct decode_args {
     fs::path input, output, ref;
-    unsigned threads{std::max(1u, std::thread::hardware_concurrency())};
+    unsigned threads{default_coding_threads()};
 };
 
 int run_decode(const decode_args& a) {

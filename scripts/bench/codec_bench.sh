@@ -9,6 +9,8 @@
 #                DIR is its path relative to its grandparent (e.g. /work/data/traj/bf16 -> traj/bf16).
 #   --pairs N    only use the last N pairs of each DIR (default: all pairs).
 #   --skip-slow  skip zstd -19 --patch-from and xdelta3 -9 (they take seconds per pair).
+#   --reps N     time every encode and decode command N times per pair, keep the median
+#                (default 3; the machine's noise otherwise decides single runs).
 #
 #   Env: TPDE=path/to/tpde   (default: ../../build/tpde relative to this script)
 #        BENCH_TMPDIR=dir    where the scratch directory is created (default: $TMPDIR or /tmp);
@@ -23,12 +25,14 @@
 #
 #   ratio    = bytes(NEW) / bytes(encoded output); the table shows the mean over pairs of the per-pair ratio.
 #   MB/s     = bytes(NEW) / 1e6 / wall-clock seconds of one encode (or decode) command, including
-#              process start-up and writing the output file; the table shows the median over pairs.
+#              process start-up and writing the output file (median of --reps runs); the table
+#              shows the median over pairs.
 #   Encoded and decoded outputs are written to files in a scratch directory; every decode is checked
 #   bit-exact against NEW with cmp, and any mismatch aborts the script with a non-zero exit status.
 #   Inputs are read once before each pair (cat > /dev/null) so all methods see a warm page cache;
 #   caches are not dropped.
-#   The scaling table reports tpde's median MB/s at -j 2 divided by its median MB/s at -j 1.
+#   The scaling table reports tpde's median MB/s at -j 2 divided by its median MB/s at -j 1; the
+#   last table tpde -j 1's median MB/s divided by zstd -3's (encode) and zstd -d's (decode).
 set -euo pipefail
 export LC_ALL=C
 
@@ -41,12 +45,15 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 # ---- arguments --------------------------------------------------------------------------------
 pairs=0            # 0 = all
 skip_slow=0
+reps=3
 dirs=()
 while [ $# -gt 0 ]; do
     case $1 in
         --pairs) [ $# -ge 2 ] || die "--pairs needs a number"; pairs=$2; shift 2 ;;
         --pairs=*) pairs=${1#--pairs=}; shift ;;
         --skip-slow) skip_slow=1; shift ;;
+        --reps) [ $# -ge 2 ] || die "--reps needs a number"; reps=$2; shift 2 ;;
+        --reps=*) reps=${1#--reps=}; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; dirs+=("$@"); break ;;
         -*) die "unknown option $1 (see --help)" ;;
@@ -54,6 +61,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ $pairs =~ ^[0-9]+$ ]] || die "--pairs must be a non-negative integer, got '$pairs'"
+[[ $reps =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer, got '$reps'"
 [ ${#dirs[@]} -gt 0 ] || { usage >&2; exit 2; }
 
 [ -x "$TPDE" ] || die "tpde binary not found or not executable: $TPDE (set TPDE=...)"
@@ -70,14 +78,18 @@ trap 'exit 130' INT TERM
 results=$tmp/results.tsv   # variant  method  raw_bytes  stored_bytes  enc_seconds  dec_seconds
 : > "$results"
 
-# run_timed CMD...: run CMD (stdout discarded), set ELAPSED to its wall-clock seconds.
+# run_timed CMD...: run CMD (stdout discarded) $reps times, set ELAPSED to the median of its
+# wall-clock seconds.
 ELAPSED=0
 run_timed() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" > /dev/null || die "command failed (exit $?): $*"
-    t1=$(date +%s.%N)
-    ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
+    local t0 t1 times=()
+    for ((r = 0; r < reps; r++)); do
+        t0=$(date +%s.%N)
+        "$@" > /dev/null || die "command failed (exit $?): $*"
+        t1=$(date +%s.%N)
+        times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')")
+    done
+    ELAPSED=$(printf '%s\n' "${times[@]}" | sort -g | awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)] }')
 }
 
 # set_cmds METHOD PREV NEW ENC DEC: fill the arrays ENC_CMD / DEC_CMD with METHOD's encode
@@ -115,7 +127,7 @@ if [ $skip_slow = 1 ]; then
 else
     echo "- xdelta3: $(xdelta3 -V 2>&1 | head -n1)"
 fi
-echo "- pairs per dir: $([ "$pairs" = 0 ] && echo all || echo "last $pairs"); scratch: $tmp"
+echo "- pairs per dir: $([ "$pairs" = 0 ] && echo all || echo "last $pairs"); runs per command: $reps (median); scratch: $tmp"
 echo
 
 # ---- measurement ------------------------------------------------------------------------------
@@ -183,4 +195,14 @@ for variant in OrderedDict.fromkeys(v for v, _ in rows):
     e1, d1 = summary[(variant, "tpde-j1")]
     e2, d2 = summary[(variant, "tpde-j2")]
     print(f"| {variant} | {e2 / e1:.2f}x | {d2 / d1:.2f}x |")
+
+print()
+print("tpde -j 1 against zstd (median MB/s of tpde-j1 / median MB/s of zstd-3, encode and decode):")
+print()
+print("| variant | enc tpde-j1 / zstd -3 | dec tpde-j1 / zstd -d |")
+print("|---|---:|---:|")
+for variant in OrderedDict.fromkeys(v for v, _ in rows):
+    e1, d1 = summary[(variant, "tpde-j1")]
+    ez, dz = summary[(variant, "zstd-3")]
+    print(f"| {variant} | {e1 / ez:.2f}x | {d1 / dz:.2f}x |")
 EOF

@@ -49,9 +49,11 @@ std::optional<codec::element_type> parse_type(const std::string& s) {
 
 // `threads` coding threads. The calling thread reads the inputs and writes the output beside
 // them, as zstd's asynchronous I/O does: for one thread, that hides the copies in and out,
-// a quarter of a 100 MB encode or decode done in line.
+// a quarter of a 100 MB encode or decode done in line. The coding threads run at nice 5, so
+// that this thread, which they wait on, is not queued behind them where they fill every core:
+// with 2 coding threads on 2 cores, the full pair encoded in 0.145 s instead of 0.177 s.
 std::unique_ptr<util::thread_pool> coding_pool(unsigned threads) {
-    return std::make_unique<util::thread_pool>(std::max(1u, threads));
+    return std::make_unique<util::thread_pool>(std::max(1u, threads), 5);
 }
 
 format::file_layout layout_of(const tools::input_file& f, bool segments) {

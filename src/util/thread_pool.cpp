@@ -1,13 +1,20 @@
 #include "tpde/util/thread_pool.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <sys/resource.h>
 #include <unistd.h>
 
 namespace tpde::util {
 
 void lower_this_thread_priority(int nice) {
-    // Linux: a thread's nice value is per thread (its tid), despite PRIO_PROCESS.
-    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+    // Linux: a thread's nice value is per thread (its tid), despite PRIO_PROCESS. Relative to
+    // the value the thread inherited: under `nice -n 10`, workers go to 15, not back to 5.
+    const auto tid = static_cast<id_t>(::gettid());
+    errno = 0;
+    const int now = ::getpriority(PRIO_PROCESS, tid);
+    if (now == -1 && errno != 0) return;
+    ::setpriority(PRIO_PROCESS, tid, std::min(19, now + nice));
 }
 
 thread_pool::thread_pool(unsigned threads, int nice) : nice_(nice) {

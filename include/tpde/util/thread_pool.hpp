@@ -11,12 +11,13 @@
 
 namespace tpde::util {
 
-// Lowers the calling thread's CPU priority (nice value); best effort.
+// Lowers the calling thread's CPU priority by `nice` levels (its nice value plus `nice`, at
+// most 19); best effort.
 void lower_this_thread_priority(int nice);
 
 class thread_pool {
 public:
-    // `nice` > 0: the workers run at that lower CPU priority (background work).
+    // `nice` > 0: the workers run that many nice levels below the creating thread.
     explicit thread_pool(unsigned threads, int nice = 0);
     ~thread_pool();
     thread_pool(const thread_pool&) = delete;

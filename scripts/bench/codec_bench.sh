@@ -186,23 +186,21 @@ for (variant, method), samples in rows.items():
     summary[(variant, method)] = (enc, dec)
     print(f"| {variant} | {method} | {ratio:.3f} | {enc:.1f} | {dec:.1f} |")
 
-print()
-print("tpde 2-thread scaling (median MB/s at -j 2 / median MB/s at -j 1):")
-print()
-print("| variant | enc j2/j1 | dec j2/j1 |")
-print("|---|---:|---:|")
-for variant in OrderedDict.fromkeys(v for v, _ in rows):
-    e1, d1 = summary[(variant, "tpde-j1")]
-    e2, d2 = summary[(variant, "tpde-j2")]
-    print(f"| {variant} | {e2 / e1:.2f}x | {d2 / d1:.2f}x |")
+def speed_table(title, columns, faster, slower):
+    """Per variant, median MB/s of method `faster` over that of `slower`, encode and decode."""
+    print()
+    print(title)
+    print()
+    print(f"| variant | {columns[0]} | {columns[1]} |")
+    print("|---|---:|---:|")
+    for variant in OrderedDict.fromkeys(v for v, _ in rows):
+        (ef, df), (es, ds) = summary[(variant, faster)], summary[(variant, slower)]
+        print(f"| {variant} | {ef / es:.2f}x | {df / ds:.2f}x |")
 
-print()
-print("tpde -j 1 against zstd (median MB/s of tpde-j1 / median MB/s of zstd-3, encode and decode):")
-print()
-print("| variant | enc tpde-j1 / zstd -3 | dec tpde-j1 / zstd -d |")
-print("|---|---:|---:|")
-for variant in OrderedDict.fromkeys(v for v, _ in rows):
-    e1, d1 = summary[(variant, "tpde-j1")]
-    ez, dz = summary[(variant, "zstd-3")]
-    print(f"| {variant} | {e1 / ez:.2f}x | {d1 / dz:.2f}x |")
+
+speed_table("tpde 2-thread scaling (median MB/s at -j 2 / median MB/s at -j 1):",
+            ("enc j2/j1", "dec j2/j1"), "tpde-j2", "tpde-j1")
+speed_table("tpde -j 1 against zstd (median MB/s of tpde-j1 / median MB/s of zstd-3, encode "
+            "and decode):", ("enc tpde-j1 / zstd -3", "dec tpde-j1 / zstd -d"), "tpde-j1",
+            "zstd-3")
 EOF

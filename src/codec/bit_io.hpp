@@ -32,16 +32,6 @@ public:
         acc_ >>= 8 * bytes; // bytes <= 7: fill_ was < 8 and n <= 56
         fill_ &= 7;
     }
-    // n <= 64 in one step (two adjacent 32-bit fields at once); 16 bytes of room after p_.
-    void put64(std::uint64_t v, unsigned n) {
-        u128 a = (static_cast<u128>(v) << fill_) | acc_;
-        store_le(p_, static_cast<std::uint64_t>(a));
-        store_le(p_ + 8, static_cast<std::uint64_t>(a >> 64));
-        unsigned total = fill_ + n;
-        p_ += total >> 3;
-        acc_ = static_cast<std::uint64_t>(a >> (8 * (total >> 3)));
-        fill_ = total & 7;
-    }
     // n <= 120 in one step (up to four adjacent 30-bit fields); 16 bytes of room after p_.
     void put128(u128 v, unsigned n) {
         u128 a = (v << (fill_ & 7)) | acc_;

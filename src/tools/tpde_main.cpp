@@ -71,6 +71,21 @@ format::file_layout layout_of(const tools::input_file& f, bool segments) {
     return l;
 }
 
+// Buffers of consumed blocks, kept for later ones.
+class buffer_pool {
+public:
+    std::vector<std::byte> take() {
+        if (spare_.empty()) return {};
+        auto b = std::move(spare_.back());
+        spare_.pop_back();
+        return b;
+    }
+    void give(std::vector<std::byte>&& b) { spare_.push_back(std::move(b)); }
+
+private:
+    std::vector<std::vector<std::byte>> spare_;
+};
+
 struct encoded_block {
     format::planned_block plan;
     std::vector<std::byte> frame;
@@ -93,21 +108,15 @@ format::file_layout encode_file(const tools::input_file& next, const tools::inpu
 
     auto pool = coding_pool(o.threads);
     util::ordered_pipeline<encoded_block> pipe(pool.get(), 2 * std::max(1u, o.threads));
-    // Buffers of consumed blocks: at most two per block in flight, whatever the file size.
-    std::vector<std::vector<std::byte>> spare;
-    auto take_buffer = [&] {
-        if (spare.empty()) return std::vector<std::byte>{};
-        auto b = std::move(spare.back());
-        spare.pop_back();
-        return b;
-    };
+    // At most two buffers per block in flight, whatever the file size.
+    buffer_pool buffers;
     auto consume = [&](encoded_block&& e) {
-        spare.push_back(std::move(e.input));
-        spare.push_back(std::move(e.reference));
+        buffers.give(std::move(e.input));
+        buffers.give(std::move(e.reference));
         sink(std::move(e));
     };
     for (const auto& b : plan) {
-        encoded_block e{b, {}, {}, take_buffer(), take_buffer()};
+        encoded_block e{b, {}, {}, buffers.take(), buffers.take()};
         auto block = next.read(b.offset, b.size, e.input);
         auto ref = prev && b.ref_size ? prev->read(b.ref_offset, b.ref_size, e.reference)
                                       : std::span<const std::byte>{};
@@ -163,14 +172,8 @@ int run_decode(const decode_args& a) {
         std::vector<std::byte> frame, reference;
     };
     util::ordered_pipeline<decoded_block> pipe(pool.get(), 2 * std::max(1u, a.threads));
-    // Buffers of written blocks: three per block in flight, whatever the file size.
-    std::vector<std::vector<std::byte>> spare;
-    auto take_buffer = [&] {
-        if (spare.empty()) return std::vector<std::byte>{};
-        auto b = std::move(spare.back());
-        spare.pop_back();
-        return b;
-    };
+    // At most three buffers per block in flight, whatever the file size.
+    buffer_pool buffers;
     std::uint64_t in_off = tools::container_header_size, written = 0;
     auto sink = [&](decoded_block&& d) {
         if (written + d.bytes.size() > h.total_size)
@@ -178,12 +181,12 @@ int run_decode(const decode_args& a) {
                                      ": blocks add up to more than the file size");
         out.write(d.bytes);
         written += d.bytes.size();
-        for (auto* b : {&d.bytes, &d.frame, &d.reference}) spare.push_back(std::move(*b));
+        for (auto* b : {&d.bytes, &d.frame, &d.reference}) buffers.give(std::move(*b));
     };
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
     for (std::size_t index = 0; in_off < in.size(); ++index) {
-        decoded_block d{take_buffer(), 0, take_buffer(), take_buffer()};
+        decoded_block d{buffers.take(), 0, buffers.take(), buffers.take()};
         auto r = tools::read_block_record(in, in_off, h.block_size, d.frame);
         d.record_end = in_off;
         std::span<const std::byte> ref;

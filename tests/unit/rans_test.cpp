@@ -88,7 +88,7 @@ TEST(BitIo, WritesAndReadsBackMixedWidths) {
     EXPECT_TRUE(r.overrun());
 }
 
-// put, put64 and put128 interleaved give the same stream as the same fields one by one.
+// put and put128 interleaved give the same stream as the same fields one by one.
 TEST(BitIo, WideWritesMatchFieldByField) {
     std::mt19937_64 rng(4);
     std::vector<std::byte> wide_scratch, narrow_scratch;
@@ -109,9 +109,8 @@ TEST(BitIo, WideWritesMatchFieldByField) {
             wide.put128(joined, total);
             break;
         case 1: // two pieces of <= 60 bits
-            wide.put64(static_cast<std::uint64_t>(joined & ((u128{1} << (n[0] + n[1])) - 1)),
-                       n[0] + n[1]);
-            wide.put64(static_cast<std::uint64_t>(joined >> (n[0] + n[1])), n[2] + n[3]);
+            wide.put128(joined & ((u128{1} << (n[0] + n[1])) - 1), n[0] + n[1]);
+            wide.put128(joined >> (n[0] + n[1]), n[2] + n[3]);
             break;
         default: // two pieces of <= 56 bits where they fit
             if (total <= 56) {

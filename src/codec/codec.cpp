@@ -114,9 +114,9 @@ std::vector<std::byte> encode(std::span<const std::byte> block,
         };
         auto r = detail::encode_delta(type, block, ref->bytes, opts.allow_dense, opts.allow_sparse,
                                       frame, opts.rans_lanes, proceed);
+        changed = r.changed; // known from the analysis even where the delta was not coded
         if (r.written) {
             h.m = r.chosen;
-            changed = r.changed;
             delta_lanes = r.lanes;
             coded = true;
         }

@@ -167,7 +167,6 @@ int run_decode(const decode_args& a) {
     auto pool = coding_pool(a.threads);
     struct decoded_block {
         std::vector<std::byte> bytes;
-        std::uint64_t record_end; // offset in IN just past this block's record
         // The record's frame and its reference, read from the files; recycled.
         std::vector<std::byte> frame, reference;
     };
@@ -186,9 +185,8 @@ int run_decode(const decode_args& a) {
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
     for (std::size_t index = 0; in_off < in.size(); ++index) {
-        decoded_block d{buffers.take(), 0, buffers.take(), buffers.take()};
+        decoded_block d{buffers.take(), buffers.take(), buffers.take()};
         auto r = tools::read_block_record(in, in_off, h.block_size, d.frame);
-        d.record_end = in_off;
         std::span<const std::byte> ref;
         if (r.ref_size) {
             if (!prev || r.ref_offset > prev->size() || prev->size() - r.ref_offset < r.ref_size)

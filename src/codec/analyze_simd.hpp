@@ -1,7 +1,7 @@
 #pragma once
 // AVX-512 form of the encoder's first pass over f32 and bf16 elements (see analyze() in
-// residual.cpp): 16 residuals, symbols and contexts at a time; the raw bits go to the bit
-// writer two fields per write. Produces exactly what the scalar pass produces.
+// residual.cpp): 16 residuals, symbols and contexts at a time; a round's raw bits go to the
+// bit writer in four writes. Produces exactly what the scalar pass produces.
 #include <cstddef>
 #include <cstdint>
 

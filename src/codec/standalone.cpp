@@ -7,6 +7,7 @@
 #include <zstd.h>
 
 #include "byte_io.hpp"
+#include "byte_planes.hpp"
 #include "zstd_context.hpp"
 
 namespace tpde::codec::detail {
@@ -55,11 +56,12 @@ void encode_standalone(element_type t, std::span<const std::byte> block, int zst
     const std::size_t n = block.size() / w;
     byte_sink out(payload);
     out.put_bytes(block.subspan(n * w));
-    std::vector<std::byte> plane(n);
+    thread_local std::vector<std::byte> planes;
+    planes.resize(n * w);
+    split_byte_planes(block.data(), n, w, planes.data());
     std::vector<std::byte> packed(ZSTD_compressBound(n));
     for (std::size_t b = 0; b < w && n > 0; ++b) {
-        const std::byte* src = block.data() + b;
-        for (std::size_t i = 0; i < n; ++i) plane[i] = src[i * w];
+        const std::span<const std::byte> plane(planes.data() + b * n, n);
         std::size_t c = looks_random(plane) ? n : compress_plane(t, plane, zstd_level, packed);
         if (!ZSTD_isError(c) && c < n) {
             out.put(plane_mode::zstd);
@@ -79,8 +81,10 @@ void decode_standalone(element_type t, std::span<const std::byte> payload,
     byte_source in(payload);
     auto tail = in.get_bytes(out.size() - n * w);
     copy_bytes(out.subspan(n * w), tail);
-    std::vector<std::byte> plane(n);
+    thread_local std::vector<std::byte> planes;
+    planes.resize(n * w);
     for (std::size_t b = 0; b < w && n > 0; ++b) {
+        const std::span<std::byte> plane(planes.data() + b * n, n);
         auto mode = in.get<std::uint8_t>();
         if (mode == static_cast<std::uint8_t>(plane_mode::raw)) {
             auto bytes = in.get_bytes(n);
@@ -95,10 +99,9 @@ void decode_standalone(element_type t, std::span<const std::byte> payload,
         } else {
             throw decode_error("corrupt frame: bad byte plane mode");
         }
-        std::byte* dst = out.data() + b;
-        for (std::size_t i = 0; i < n; ++i) dst[i * w] = plane[i];
     }
     if (in.remaining() != 0) throw decode_error("corrupt frame: trailing bytes after planes");
+    merge_byte_planes(planes.data(), n, w, out.data());
 }
 
 } // namespace tpde::codec::detail

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "../../src/codec/analyze_simd.hpp"
+#include "../../src/codec/byte_planes.hpp"
 #include "../../src/codec/rans_simd.hpp"
 #include "../../src/codec/residual.hpp"
 #include "test_data.hpp"
@@ -344,6 +345,30 @@ TEST(CodecRoundtrip, BothRansLaneLayouts) {
 // The AVX-512 encoder pass and decoder are the scalar ones, faster: the same frames, and
 // each decodes what the other encoded. Sizes leave partial rounds of 16; f32 and bf16, dense
 // and sparse. (Where the CPU has no AVX-512 both runs take the scalar path.)
+// Byte planes: split as defined (plane b holds byte b of every element) and merged back, on
+// the vector path and off it, for every width and for lengths around the vector steps.
+TEST(CodecRoundtrip, BytePlanesSplitAndMergeBack) {
+    struct restore_vector_paths {
+        ~restore_vector_paths() { codec::detail::set_avx512_allowed(true); }
+    } restore;
+    for (bool vector : {true, false}) {
+        codec::detail::set_avx512_allowed(vector);
+        for (std::size_t w : {1u, 2u, 4u, 8u}) {
+            for (std::size_t n : {0u, 1u, 15u, 16u, 17u, 31u, 32u, 33u, 100u, 1000u}) {
+                auto elements = test::random_bytes(n * w, static_cast<std::uint32_t>(n + w));
+                std::vector<std::byte> planes(n * w), back(n * w);
+                codec::detail::split_byte_planes(elements.data(), n, w, planes.data());
+                for (std::size_t i = 0; i < n; ++i)
+                    for (std::size_t b = 0; b < w; ++b)
+                        ASSERT_EQ(planes[b * n + i], elements[i * w + b])
+                            << "width " << w << " n " << n << " element " << i << " byte " << b;
+                codec::detail::merge_byte_planes(planes.data(), n, w, back.data());
+                EXPECT_EQ(back, elements) << "width " << w << " n " << n;
+            }
+        }
+    }
+}
+
 // The vector scan for the top exponent against a plain loop, over every tail length and
 // with infinities and NaNs (which do not count) above the largest finite exponent.
 TEST(CodecRoundtrip, TopExponentScanMatchesAPlainLoop) {

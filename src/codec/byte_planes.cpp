@@ -11,14 +11,21 @@ namespace {
 // 64 bytes at a time: a byte shuffle groups each 16-byte lane's bytes by plane, then a
 // dword (4 bytes) or qword (2 bytes) permute gathers each plane's groups. Both steps are
 // transposes, so the merge runs them again (4 bytes) or inverted (2 bytes).
+// Index vectors of a 4x4 transpose: of the bytes within each 16-byte lane, and of the
+// dwords across the four lanes.
+TPDE_AVX512 inline __m512i transpose_4x4_bytes() {
+    return _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+}
+TPDE_AVX512 inline __m512i transpose_4x4_dwords() {
+    return _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+}
+
 TPDE_AVX512 std::size_t split_avx512(const std::byte* e, std::size_t n, std::size_t w,
                                      std::byte* p) {
     std::size_t i = 0;
     if (w == 4) {
-        const __m512i bytes = _mm512_broadcast_i32x4(
-            _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
-        const __m512i dwords =
-            _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        const __m512i bytes = transpose_4x4_bytes(), dwords = transpose_4x4_dwords();
         for (; i + 16 <= n; i += 16) {
             __m512i x = _mm512_loadu_si512(e + 4 * i);
             x = _mm512_permutexvar_epi32(dwords, _mm512_shuffle_epi8(x, bytes));
@@ -49,10 +56,7 @@ TPDE_AVX512 std::size_t merge_avx512(const std::byte* p, std::size_t n, std::siz
                                      std::byte* e) {
     std::size_t i = 0;
     if (w == 4) {
-        const __m512i bytes = _mm512_broadcast_i32x4(
-            _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
-        const __m512i dwords =
-            _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        const __m512i bytes = transpose_4x4_bytes(), dwords = transpose_4x4_dwords();
         auto load = [&](std::size_t at) {
             return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
         };

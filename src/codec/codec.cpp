@@ -230,10 +230,16 @@ detail::frame_header checked_header(std::span<const std::byte> frame, const deco
 
 std::vector<std::byte> decode(std::span<const std::byte> frame,
                               std::span<const std::byte> reference, const decode_options& opts) {
-    const auto h = checked_header(frame, opts);
-    std::vector<std::byte> out(h.raw_size);
-    decode_checked(h, frame, reference, out);
+    std::vector<std::byte> out;
+    decode(frame, reference, out, opts);
     return out;
+}
+
+void decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
+            std::vector<std::byte>& out, const decode_options& opts) {
+    const auto h = checked_header(frame, opts);
+    out.resize(h.raw_size);
+    decode_checked(h, frame, reference, out);
 }
 
 void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,
@@ -243,10 +249,6 @@ void decode_into(std::span<const std::byte> frame, std::span<const std::byte> re
         throw decode_error("corrupt frame: decodes to " + std::to_string(h.raw_size) +
                            " bytes where " + std::to_string(out.size()) + " were expected");
     decode_checked(h, frame, reference, out);
-}
-
-std::size_t decoded_size(std::span<const std::byte> frame, const decode_options& opts) {
-    return checked_header(frame, opts).raw_size;
 }
 
 frame_summary inspect(std::span<const std::byte> frame) {

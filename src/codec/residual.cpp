@@ -386,17 +386,21 @@ delta_result encode_typed(std::span<const std::byte> block, std::span<const std:
     using cost = typename histogram<U>::cost;
     const unsigned nctx = ctx.contexts();
     bool sparse = allow_sparse && !allow_dense;
+    // What the sparse form spends on positions; a pass over every element, so taken once.
+    double positions = -1;
+    auto positions_bits = [&] {
+        return positions >= 0 ? positions : positions = position_bits(a->syms);
+    };
     // Positions cost a few bits per changed element: with a quarter or more changed the
     // dense form wins in practice (measured on real checkpoints), so the pass is skipped.
     if (allow_sparse && allow_dense && 4 * a->changed < n) {
         double dense_bits = a->hist.bits(nctx, false, cost::coded_and_tables);
-        double sparse_bits =
-            position_bits(a->syms) + a->hist.bits(nctx, true, cost::coded_and_tables);
+        double sparse_bits = positions_bits() + a->hist.bits(nctx, true, cost::coded_and_tables);
         sparse = sparse_bits < dense_bits;
     }
     if (proceed) {
         double bits = a->hist.bits(nctx, sparse, cost::entropy_and_tables) + a->raw_bit_count;
-        if (sparse) bits += position_bits(a->syms);
+        if (sparse) bits += positions_bits();
         // Plus the odd tail, the flushed states and the section headers.
         const double bytes = bits / 8 + double(block.size() - n * sizeof(U)) + 4 * lanes + 16;
         if (!proceed(static_cast<std::size_t>(bytes)))

@@ -59,7 +59,8 @@ void encode_standalone(element_type t, std::span<const std::byte> block, int zst
     thread_local std::vector<std::byte> planes;
     planes.resize(n * w);
     split_byte_planes(block.data(), n, w, planes.data());
-    std::vector<std::byte> packed(ZSTD_compressBound(n));
+    thread_local std::vector<std::byte> packed; // grown, never zeroed again per block
+    if (packed.size() < ZSTD_compressBound(n)) packed.resize(ZSTD_compressBound(n));
     for (std::size_t b = 0; b < w && n > 0; ++b) {
         const std::span<const std::byte> plane(planes.data() + b * n, n);
         std::size_t c = looks_random(plane) ? n : compress_plane(t, plane, zstd_level, packed);

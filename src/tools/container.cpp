@@ -65,11 +65,11 @@ void write_block_record(output_file& out, const block_record& r) {
 block_record read_block_record(const input_file& in, std::uint64_t& offset,
                                std::uint32_t block_size, std::vector<std::byte>& frame) {
     auto name = in.path().string();
-    std::vector<std::byte> header;
-    auto h = in.read(offset, block_record_header_size, header);
-    if (h.size() < block_record_header_size)
+    if (offset > in.size() || in.size() - offset < block_record_header_size)
         throw std::runtime_error(name + ": truncated (block record missing at offset " +
                                  std::to_string(offset) + ")");
+    std::array<std::byte, block_record_header_size> h;
+    in.read_exact(offset, h);
     block_record r;
     auto len = get<std::uint32_t>(h.data());
     r.ref_offset = get<std::uint64_t>(h.data() + 4);

@@ -50,8 +50,12 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
 std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
                                             std::vector<std::byte>& into) const {
     into.resize(offset >= size_ ? 0 : std::min<std::uint64_t>(n, size_ - offset));
-    store::sys::pread_exact(fd_, into, offset, path_.string());
+    read_exact(offset, into);
     return into;
+}
+
+void input_file::read_exact(std::uint64_t offset, std::span<std::byte> out) const {
+    store::sys::pread_exact(fd_, out, offset, path_.string());
 }
 
 output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {

@@ -26,6 +26,8 @@ public:
     // and hashing it there 59 ms.
     std::span<const std::byte> read(std::uint64_t offset, std::size_t n,
                                     std::vector<std::byte>& into) const;
+    // Fills `out` from `offset` on; throws if the file ends first.
+    void read_exact(std::uint64_t offset, std::span<std::byte> out) const;
     const std::filesystem::path& path() const { return path_; }
 
 private:

@@ -199,8 +199,7 @@ int run_decode(const decode_args& a) {
         pipe.push(
             [d = std::move(d), frame = r.frame, ref, index, dopts, &a]() mutable {
                 try {
-                    d.bytes.resize(codec::decoded_size(frame, dopts));
-                    codec::decode_into(frame, ref, d.bytes, dopts);
+                    codec::decode(frame, ref, d.bytes, dopts);
                     return std::move(d);
                 } catch (const codec::reference_mismatch& e) {
                     throw std::runtime_error(

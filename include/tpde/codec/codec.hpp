@@ -87,15 +87,15 @@ std::array<std::byte, frame_header_size> raw_frame_header(std::span<const std::b
 std::vector<std::byte> decode(std::span<const std::byte> frame,
                               std::span<const std::byte> reference,
                               const decode_options& opts = {});
+// The same into `out`, resized to the decoded size (only after the header is checked), so a
+// caller decoding block after block reuses one buffer's capacity.
+void decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
+            std::vector<std::byte>& out, const decode_options& opts = {});
 
 // Decodes into `out`, which must be exactly the frame's decoded size (else decode_error): no
 // allocation, for callers that own the destination (a reader filling its caller's buffer).
 void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,
                  std::span<std::byte> out, const decode_options& opts = {});
-
-// The decoded size the frame's (checked) header claims, refused (decode_error) above
-// opts.max_raw_size: what to size decode_into's destination by.
-std::size_t decoded_size(std::span<const std::byte> frame, const decode_options& opts = {});
 
 // Frame facts readable without decoding (checked header only).
 struct frame_summary {

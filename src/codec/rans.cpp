@@ -1,5 +1,7 @@
 #include "rans.hpp"
 
+#include "rans_simd.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -135,6 +137,10 @@ std::span<const std::byte> padded(std::span<const std::byte> in, std::vector<std
 }
 
 void dec_table::init(const freq_table& f) {
+    if (have_avx512() && std::any_of(f.begin(), f.end(), [](auto v) { return v != 0; })) {
+        fill_dec_table_avx512(f.data(), slot.data()); // read_tables checked the sum
+        return;
+    }
     std::uint32_t start = 0;
     for (unsigned s = 0; s < max_symbols; ++s) {
         for (std::uint32_t k = 0; k < f[s]; ++k)

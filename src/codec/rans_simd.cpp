@@ -83,6 +83,25 @@ TPDE_AVX512 void encode_rounds_avx512(std::uint32_t* states, std::uint16_t*& cur
     cursor = p;
 }
 
+TPDE_AVX512 void fill_dec_table_avx512(const std::uint16_t* freqs, std::uint32_t* slots) {
+    const __m512i lane_slot = _mm512_slli_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 12);
+    const __m512i next16 = _mm512_set1_epi32(16 << 12);
+    std::uint32_t* at = slots;
+    for (unsigned s = 0; s < max_symbols; ++s) {
+        const std::uint32_t f = freqs[s];
+        if (f == 0) continue;
+        __m512i v =
+            _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>((f - 1) | (s << 24))), lane_slot);
+        for (std::uint32_t k = 0; k < f; k += 16, v = _mm512_add_epi32(v, next16)) {
+            const auto left = f - k;
+            const auto mask = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
+            _mm512_mask_storeu_epi32(at + k, mask, v);
+        }
+        at += f;
+    }
+}
+
 std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,
                                  std::size_t rounds, bool& bad) {
     if (have_vbmi()) return decode_rounds_avx512_vbmi(in, width, sparse, k, rounds, bad);
@@ -101,6 +120,7 @@ bool have_vbmi() {
 }
 void encode_rounds_avx512(std::uint32_t*, std::uint16_t*&, const enc_symbol*, const std::uint16_t*,
                           std::size_t) {}
+void fill_dec_table_avx512(const std::uint16_t*, std::uint32_t*) {}
 std::size_t decode_rounds_avx512(const round_input&, unsigned, bool, std::size_t, std::size_t,
                                  bool&) {
     return 0;

@@ -47,6 +47,11 @@ std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool spa
 std::size_t decode_rounds_avx512_vbmi(const round_input& in, unsigned width, bool sparse,
                                       std::size_t k, std::size_t rounds, bool& bad);
 
+// dec_table::init's loop for a used context (frequencies summing to prob_scale), 16 slots per
+// store: the scalar loop's per-symbol overhead made building the tables ~8% of a bf16
+// decode, whose blocks are small.
+void fill_dec_table_avx512(const std::uint16_t* freqs, std::uint32_t* slots);
+
 struct enc_symbol;
 
 // The encoder's side: rounds [0, rounds) of 16 coded symbols (context * max_symbols + symbol,

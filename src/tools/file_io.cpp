@@ -49,9 +49,11 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
 
 std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
                                             std::vector<std::byte>& into) const {
-    into.resize(offset >= size_ ? 0 : std::min<std::uint64_t>(n, size_ - offset));
-    read_exact(offset, into);
-    return into;
+    const std::size_t len = offset >= size_ ? 0 : std::min<std::uint64_t>(n, size_ - offset);
+    if (into.size() < len) into.resize(len);
+    const std::span<std::byte> out(into.data(), len);
+    read_exact(offset, out);
+    return out;
 }
 
 void input_file::read_exact(std::uint64_t offset, std::span<std::byte> out) const {

@@ -235,11 +235,13 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
     return out;
 }
 
-void decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
-            std::vector<std::byte>& out, const decode_options& opts) {
+std::span<std::byte> decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
+                            std::vector<std::byte>& buffer, const decode_options& opts) {
     const auto h = checked_header(frame, opts);
-    out.resize(h.raw_size);
+    if (buffer.size() < h.raw_size) buffer.resize(h.raw_size);
+    const std::span<std::byte> out(buffer.data(), h.raw_size);
     decode_checked(h, frame, reference, out);
+    return out;
 }
 
 void decode_into(std::span<const std::byte> frame, std::span<const std::byte> reference,

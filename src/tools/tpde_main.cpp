@@ -167,6 +167,7 @@ int run_decode(const decode_args& a) {
     auto pool = coding_pool(a.threads);
     struct decoded_block {
         std::vector<std::byte> bytes;
+        std::span<const std::byte> decoded; // the start of `bytes`
         // The record's frame and its reference, read from the files; recycled.
         std::vector<std::byte> frame, reference;
     };
@@ -175,17 +176,17 @@ int run_decode(const decode_args& a) {
     buffer_pool buffers;
     std::uint64_t in_off = tools::container_header_size, written = 0;
     auto sink = [&](decoded_block&& d) {
-        if (written + d.bytes.size() > h.total_size)
+        if (written + d.decoded.size() > h.total_size)
             throw std::runtime_error(a.input.string() +
                                      ": blocks add up to more than the file size");
-        out.write(d.bytes);
-        written += d.bytes.size();
+        out.write(d.decoded);
+        written += d.decoded.size();
         for (auto* b : {&d.bytes, &d.frame, &d.reference}) buffers.give(std::move(*b));
     };
     codec::decode_options dopts;
     dopts.max_raw_size = h.block_size;
     for (std::size_t index = 0; in_off < in.size(); ++index) {
-        decoded_block d{buffers.take(), buffers.take(), buffers.take()};
+        decoded_block d{buffers.take(), {}, buffers.take(), buffers.take()};
         auto r = tools::read_block_record(in, in_off, h.block_size, d.frame);
         std::span<const std::byte> ref;
         if (r.ref_size) {
@@ -199,7 +200,7 @@ int run_decode(const decode_args& a) {
         pipe.push(
             [d = std::move(d), frame = r.frame, ref, index, dopts, &a]() mutable {
                 try {
-                    codec::decode(frame, ref, d.bytes, dopts);
+                    d.decoded = codec::decode(frame, ref, d.bytes, dopts);
                     return std::move(d);
                 } catch (const codec::reference_mismatch& e) {
                     throw std::runtime_error(

@@ -285,6 +285,21 @@ TEST(CodecRoundtrip, OversizedClaimRefused) {
     EXPECT_EQ(codec::decode(frame, zeros), zeros);
 }
 
+// Decoding into a recycled buffer: it grows to fit, is never shrunk, and the returned bytes
+// are exactly the block's.
+TEST(CodecRoundtrip, DecodesIntoTheStartOfARecycledBuffer) {
+    auto w = test::weights_f32(3001, 11);
+    auto big = test::to_bytes(w.data(), 4 * w.size()), small = test::to_bytes(w.data(), 21);
+    std::vector<std::byte> buffer;
+    auto out = codec::decode(codec::encode(big, {}), {}, buffer);
+    EXPECT_TRUE(std::equal(out.begin(), out.end(), big.begin(), big.end()));
+    const auto* storage = buffer.data();
+    out = codec::decode(codec::encode(small, big), big, buffer);
+    EXPECT_TRUE(std::equal(out.begin(), out.end(), small.begin(), small.end()));
+    EXPECT_EQ(out.data(), storage);
+    EXPECT_EQ(buffer.size(), big.size());
+}
+
 // An insertion shifts every later byte: residuals cannot follow, the patch method can.
 TEST(CodecRoundtrip, PatchFollowsInsertedBytes) {
     std::string a(3000, ' '), b;

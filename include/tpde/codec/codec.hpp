@@ -87,10 +87,12 @@ std::array<std::byte, frame_header_size> raw_frame_header(std::span<const std::b
 std::vector<std::byte> decode(std::span<const std::byte> frame,
                               std::span<const std::byte> reference,
                               const decode_options& opts = {});
-// The same into `out`, resized to the decoded size (only after the header is checked), so a
-// caller decoding block after block reuses one buffer's capacity.
-void decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
-            std::vector<std::byte>& out, const decode_options& opts = {});
+// The same into the start of `buffer`, grown to fit (only after the header is checked) and
+// never shrunk; returns the decoded bytes. For a caller decoding block after block into
+// recycled buffers: growing zero-fills, so a buffer resized to each block was cleared again
+// and again.
+std::span<std::byte> decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
+                            std::vector<std::byte>& buffer, const decode_options& opts = {});
 
 // Decodes into `out`, which must be exactly the frame's decoded size (else decode_error): no
 // allocation, for callers that own the destination (a reader filling its caller's buffer).

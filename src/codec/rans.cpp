@@ -143,11 +143,11 @@ void dec_table::init(const freq_table& f) {
     }
     std::uint32_t start = 0;
     for (unsigned s = 0; s < max_symbols; ++s) {
-        for (std::uint32_t k = 0; k < f[s]; ++k)
-            slot[start + k] = (f[s] - 1u) | (k << 12) | (s << 24);
+        for (std::uint32_t k = 0; k < f[s]; ++k) slot[start + k] = f[s] | (k << 12) | (s << 24);
         start += f[s];
     }
-    if (start == 0) slot.fill(invalid_symbol << 24); // freq 1, bias 0: state shrinks, caught later
+    if (start == 0)
+        slot.fill(1 | invalid_symbol << 24); // freq 1, bias 0: state shrinks, caught later
 }
 
 } // namespace tpde::codec::detail

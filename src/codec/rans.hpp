@@ -18,6 +18,7 @@ namespace tpde::codec::detail {
 
 inline constexpr unsigned prob_bits = 10;
 inline constexpr std::uint32_t prob_scale = 1u << prob_bits;
+static_assert(prob_scale <= 0xfff, "dec_table packs a frequency in 12 bits");
 inline constexpr std::uint32_t rans_low = 1u << 15;
 inline constexpr unsigned max_symbols = 128;
 inline constexpr unsigned max_contexts = 16;
@@ -101,7 +102,8 @@ private:
 inline constexpr std::uint32_t invalid_symbol = 255;
 
 // Decode table of one context; each slot packs everything the hot loop needs in 32 bits:
-// (freq-1) | (slot-start) << 12 | symbol << 24.
+// freq | (slot-start) << 12 | symbol << 24 (freq <= prob_scale fits 12 bits; stored as is, not
+// minus one, to keep an add off the decoder's chain of dependent steps).
 struct dec_table {
     std::array<std::uint32_t, prob_scale> slot;
     // An unused context maps every slot to invalid_symbol; decoding one is an error.
@@ -127,7 +129,7 @@ public:
     std::uint32_t get(const dec_table& table) {
         std::uint32_t& x = x_[K];
         std::uint32_t e = table.slot[x & (prob_scale - 1)];
-        x = ((e & 0xfff) + 1) * (x >> prob_bits) + ((e >> 12) & 0xfff);
+        x = (e & 0xfff) * (x >> prob_bits) + ((e >> 12) & 0xfff);
         // Arithmetic, not a conditional: compilers turn the ternary form back into a branch,
         // and whether a word is needed is data, so that branch mispredicts.
         std::uint32_t w = load_le<std::uint16_t>(p_);

@@ -91,8 +91,7 @@ TPDE_AVX512 void fill_dec_table_avx512(const std::uint16_t* freqs, std::uint32_t
     for (unsigned s = 0; s < max_symbols; ++s) {
         const std::uint32_t f = freqs[s];
         if (f == 0) continue;
-        __m512i v =
-            _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>((f - 1) | (s << 24))), lane_slot);
+        __m512i v = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(f | (s << 24))), lane_slot);
         for (std::uint32_t k = 0; k < f; k += 16, v = _mm512_add_epi32(v, next16)) {
             const auto left = f - k;
             const auto mask = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);

@@ -120,6 +120,7 @@ void enc_table::init(const freq_table& f) {
             e.rcp_shift = static_cast<std::uint16_t>(shift - 1);
             e.bias = start;
         }
+        e.packed = e.cmpl_freq | std::uint32_t{e.rcp_shift} << 11 | e.bias << 16;
         start += freq;
     }
 }

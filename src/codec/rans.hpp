@@ -55,6 +55,10 @@ struct enc_symbol {
     std::uint32_t bias;
     std::uint16_t cmpl_freq;
     std::uint16_t rcp_shift;
+    // For the vector encoder, which fetches each field by a gather: cmpl_freq | rcp_shift << 11
+    // | bias << 16 in one (x_max follows from cmpl_freq), so two gathers a round instead of
+    // four.
+    std::uint32_t packed;
 };
 
 struct enc_table {

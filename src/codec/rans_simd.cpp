@@ -46,25 +46,28 @@ TPDE_AVX512 void encode_rounds_avx512(std::uint32_t* states, std::uint16_t*& cur
                                       const enc_symbol* flat, const std::uint16_t* symbols,
                                       std::size_t rounds) {
     static_assert(sizeof(enc_symbol) == 24 && offsetof(enc_symbol, rcp_freq) == 8 &&
-                  offsetof(enc_symbol, bias) == 12 && offsetof(enc_symbol, cmpl_freq) == 16 &&
-                  offsetof(enc_symbol, rcp_shift) == 18);
+                  offsetof(enc_symbol, packed) == 20);
+    static_assert(prob_scale - 1 < (1u << 11) && 2 * prob_scale < (1u << 16) &&
+                  (rans_low >> prob_bits << 16) == (1u << 21));
     const auto* base = reinterpret_cast<const int*>(flat);
-    const __m512i low16 = _mm512_set1_epi32(0xffff);
+    const __m512i low11 = _mm512_set1_epi32(0x7ff);
+    const __m512i low5 = _mm512_set1_epi32(0x1f);
+    const __m512i scale = _mm512_set1_epi32(prob_scale);
     __m512i x = _mm512_loadu_si512(states);
     std::uint16_t* p = cursor;
     for (std::size_t r = rounds; r-- > 0;) {
         const __m512i cs = _mm512_cvtepu16_epi32(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols + 16 * r)));
         const __m512i at = _mm512_mullo_epi32(cs, _mm512_set1_epi32(6)); // 24-byte entries
-        const __m512i x_max = _mm512_i32gather_epi32(at, base, 4); // low half; it fits 32 bits
         const __m512i rcp =
             _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(2)), base, 4);
-        const __m512i bias =
-            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(3)), base, 4);
         const __m512i packed =
-            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(4)), base, 4);
-        const __m512i cmpl = _mm512_and_si512(packed, low16);
-        const __m512i shift = _mm512_srli_epi32(packed, 16);
+            _mm512_i32gather_epi32(_mm512_add_epi32(at, _mm512_set1_epi32(5)), base, 4);
+        const __m512i cmpl = _mm512_and_si512(packed, low11);
+        const __m512i shift = _mm512_and_si512(_mm512_srli_epi32(packed, 11), low5);
+        const __m512i bias = _mm512_srli_epi32(packed, 16);
+        // x_max = (rans_low >> prob_bits << 16) * freq, which fits 32 bits
+        const __m512i x_max = _mm512_slli_epi32(_mm512_sub_epi32(scale, cmpl), 21);
         // Renormalise: lanes at or above x_max emit their low word, lane 0's lowest in memory.
         const __mmask16 emit = _mm512_cmpge_epu32_mask(x, x_max);
         const unsigned n = static_cast<unsigned>(__builtin_popcount(emit));

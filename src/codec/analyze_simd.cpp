@@ -53,7 +53,8 @@ TPDE_AVX512 inline void put_raw_bits(__m512i v, __m512i len, bit_writer& raw) {
 template <unsigned Width>
 TPDE_AVX512 analyze_totals rounds(const analyze_input& in, std::size_t rounds, bit_writer& raw) {
     constexpr unsigned bits = 8 * Width;
-    constexpr unsigned exp_shift = Width == 4 ? 23 : 7;
+    const __m128i exp_shift = _mm_cvtsi32_si128(static_cast<int>(in.exp_shift));
+    const __m512i exp_mask = _mm512_set1_epi32(static_cast<int>(in.exp_mask));
     const __m512i zero = _mm512_setzero_si512();
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i two = _mm512_set1_epi32(2);
@@ -75,8 +76,8 @@ TPDE_AVX512 analyze_totals rounds(const analyze_input& in, std::size_t rounds, b
         const __mmask16 big = _mm512_cmpge_epu32_mask(n, two);
         const __m512i s =
             _mm512_mask_add_epi32(n, big, n, _mm512_add_epi32(_mm512_sub_epi32(n, two), below));
-        __m512i c = _mm512_sub_epi32(
-            _mm512_and_si512(_mm512_srli_epi32(ref, exp_shift), _mm512_set1_epi32(0xff)), base);
+        __m512i c =
+            _mm512_sub_epi32(_mm512_and_si512(_mm512_srl_epi32(ref, exp_shift), exp_mask), base);
         c = _mm512_min_epi32(_mm512_max_epi32(c, zero), fifteen);
         const __m512i cs = _mm512_add_epi32(_mm512_slli_epi32(c, 7), s); // max_symbols = 128
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(in.symbols + i), _mm512_cvtepi32_epi16(cs));
@@ -91,16 +92,20 @@ TPDE_AVX512 analyze_totals rounds(const analyze_input& in, std::size_t rounds, b
 }
 
 template <unsigned Width>
-TPDE_AVX512 unsigned top_exponent(const std::byte* p, std::size_t n) {
+TPDE_AVX512 unsigned top_exponent(const std::byte* p, std::size_t n, unsigned exp_bits) {
     // 16-bit lanes for both widths: an f32's exponent sits in its upper half (bits 7..14),
-    // where a bf16's is; the lower halves of f32s are masked off.
+    // where a bf16's is, and an f16's in bits 10..14; the lower halves of f32s are masked off.
     constexpr unsigned per_vector = 64 / Width;
-    const __m512i ff = _mm512_set1_epi16(0xff);
+    const unsigned shift = 15 - exp_bits;
+    const auto all_ones = static_cast<std::uint16_t>((1u << exp_bits) - 1);
+    const __m512i ff = _mm512_set1_epi16(static_cast<short>(all_ones));
+    const __m128i shift_v = _mm_cvtsi32_si128(static_cast<int>(shift));
     constexpr __mmask32 lanes = Width == 4 ? 0xaaaaaaaa : 0xffffffff;
     __m512i top = _mm512_setzero_si512();
     std::size_t i = 0;
     for (; i + per_vector <= n; i += per_vector) {
-        __m512i e = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p + i * Width), 7), ff);
+        __m512i e =
+            _mm512_and_si512(_mm512_srl_epi16(_mm512_loadu_si512(p + i * Width), shift_v), ff);
         // infinities and NaNs (exponent all ones) do not count
         top = _mm512_mask_max_epu16(top, _mm512_mask_cmpneq_epu16_mask(lanes, e, ff), top, e);
     }
@@ -111,16 +116,16 @@ TPDE_AVX512 unsigned top_exponent(const std::byte* p, std::size_t n) {
     for (; i < n; ++i) {
         std::uint16_t hi;
         std::memcpy(&hi, p + i * Width + Width - 2, 2);
-        unsigned e = (hi >> 7) & 0xff;
-        if (e != 0xff) r = std::max(r, e);
+        unsigned e = (hi >> shift) & all_ones;
+        if (e != all_ones) r = std::max(r, e);
     }
     return r;
 }
 
 } // namespace
 
-unsigned top_exponent_avx512(const std::byte* p, std::size_t n, unsigned width) {
-    return width == 4 ? top_exponent<4>(p, n) : top_exponent<2>(p, n);
+unsigned top_exponent_avx512(const std::byte* p, std::size_t n, unsigned width, unsigned exp_bits) {
+    return width == 4 ? top_exponent<4>(p, n, exp_bits) : top_exponent<2>(p, n, exp_bits);
 }
 
 analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, std::size_t n,
@@ -130,7 +135,7 @@ analyze_totals analyze_rounds_avx512(const analyze_input& in, unsigned width, st
 
 #else
 
-unsigned top_exponent_avx512(const std::byte*, std::size_t, unsigned) {
+unsigned top_exponent_avx512(const std::byte*, std::size_t, unsigned, unsigned) {
     return 0;
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// AVX-512 rANS with 16 lanes. Decoding of f32 and bf16 residual sections: all 16 states step
+// AVX-512 rANS with 16 lanes. Decoding of f32, bf16 and f16 residual sections: all 16 states step
 // at once (table lookups by gather, renormalisation words by an expanding load), the raw
 // bits of the 16 elements are found by a prefix sum of their lengths and read by gather, and
 // the elements are rebuilt from their references in the same registers. Produces exactly
@@ -29,7 +29,9 @@ struct round_input {
     std::uint64_t bit_end;                 // rounds stop once the position passes it
     const std::uint32_t* tables;           // 17 decode tables of prob_scale slots, back to back
     const std::uint32_t* table_of_context; // 16 entries: table index per context
-    int context_base; // exponent e has context clamp(e - context_base, 0, 15), as context_map
+    int context_base;   // exponent e has context clamp(e - context_base, 0, 15), as context_map
+    unsigned exp_shift; // an element's exponent: (element >> exp_shift) & exp_mask
+    std::uint32_t exp_mask;
     const std::byte* ref;
     std::byte* out;
     std::size_t elements;             // in ref and out
@@ -37,7 +39,7 @@ struct round_input {
 };
 
 // Decodes coded residuals [k, k + 16 * rounds) of a section of `width`-byte floats (4: f32,
-// 2: bf16) as rounds of 16 into `out`; returns the rounds done (fewer if a stream ran past
+// 2: bf16 or f16) as rounds of 16 into `out`; returns the rounds done (fewer if a stream ran past
 // its end: the caller's bounds checks then report it). Sets `bad` if a lane decoded a symbol
 // no table may produce.
 std::size_t decode_rounds_avx512(const round_input& in, unsigned width, bool sparse, std::size_t k,

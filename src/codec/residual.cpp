@@ -24,6 +24,12 @@ struct layout {
     bool float_order;  // map sign-magnitude to an order-preserving integer before subtracting
 };
 
+// The floats the AVX-512 kernels code 16 at a time (analyze_simd.cpp, rans_simd.cpp): 32-bit
+// and 16-bit ones, whose residuals have 64 or 32 symbols.
+constexpr bool has_vector_path(element_type t) {
+    return t == element_type::f32 || t == element_type::bf16 || t == element_type::f16;
+}
+
 constexpr layout layout_of(element_type t) {
     switch (t) {
     case element_type::f16:
@@ -168,9 +174,9 @@ struct context_map {
 template <typename U>
 unsigned top_exponent(layout lay, const std::byte* ref, std::size_t n) {
     if (lay.exp_bits == 0) return 0;
-    // f32 and bf16 keep the same 8-bit exponent in their top 16 bits.
-    if (lay.exp_bits == 8 && (sizeof(U) == 4 || sizeof(U) == 2) && have_avx512())
-        return top_exponent_avx512(ref, n, sizeof(U));
+    // f32, bf16 and f16 keep their exponent just below the sign of their top 16 bits.
+    if (lay.float_order && (sizeof(U) == 4 || sizeof(U) == 2) && have_avx512())
+        return top_exponent_avx512(ref, n, sizeof(U), lay.exp_bits);
     const U mask = (U{1} << lay.exp_bits) - 1;
     U top = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -268,10 +274,14 @@ void analyze(const context_map& ctx, const std::byte* blk, const std::byte* ref,
     // would otherwise reload for every element.
     std::uint16_t* const syms = a.syms.data();
     std::size_t i = 0;
-    if constexpr (T == element_type::f32 || T == element_type::bf16) {
+    if constexpr (has_vector_path(T)) {
         if (have_avx512()) {
-            analyze_input v{blk, ref,
-                            static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1), syms,
+            analyze_input v{blk,
+                            ref,
+                            static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1),
+                            lay.exp_shift,
+                            exp_mask,
+                            syms,
                             a.hist.counts.data()};
             auto totals = analyze_rounds_avx512(v, sizeof(U), n / 16, bw);
             raw_total = totals.raw_bits;
@@ -502,7 +512,7 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
     };
     constexpr std::size_t run = rans_decoder<L>::max_run_between_checks; // a multiple of L
     std::size_t k = 0;
-    if constexpr ((T == element_type::f32 || T == element_type::bf16) && L == 16) {
+    if constexpr (has_vector_path(T) && L == 16) {
         if (have_avx512()) {
             static_assert(sizeof(dec_table) == prob_scale * sizeof(std::uint32_t));
             bool vector_bad = false;
@@ -515,6 +525,8 @@ void decode_section(byte_source& in, const std::byte* ref, std::size_t n,
                           (*storage)[0].slot.data(),
                           table_index.data(),
                           static_cast<int>(ctx.top) - static_cast<int>(max_contexts - 1),
+                          lay.exp_shift,
+                          exp_mask,
                           ref,
                           out,
                           n,

@@ -388,21 +388,31 @@ TEST(CodecRoundtrip, BytePlanesSplitAndMergeBack) {
 // with infinities and NaNs (which do not count) above the largest finite exponent.
 TEST(CodecRoundtrip, TopExponentScanMatchesAPlainLoop) {
     if (!codec::detail::have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
-    auto w = test::weights_f32(1000, 61); // holds infinities and NaNs
-    w[517] = 3.5e30f;                     // the largest finite exponent, off a sampling grid
-    for (bool bf16 : {false, true}) {
-        auto bytes = bf16 ? bf16_bytes(w) : f32_bytes(w);
-        const unsigned width = bf16 ? 2 : 4;
+    auto w = test::weights_f32(1000, 61);   // holds infinities and NaNs
+    w[517] = 3.5e30f;                       // the largest finite exponent, off a sampling grid
+    auto half = f16_bytes(1000, 62, false); // holds infinities and NaNs too
+    const std::uint16_t largest_half = 0x7bff;
+    std::memcpy(half.data() + 2 * 517, &largest_half, 2);
+    struct kind {
+        const char* name;
+        std::vector<std::byte> bytes;
+        unsigned width, exp_bits;
+    };
+    for (const auto& [name, bytes, width, exp_bits] :
+         {kind{"f32", f32_bytes(w), 4, 8}, kind{"bf16", bf16_bytes(w), 2, 8},
+          kind{"f16", half, 2, 5}}) {
+        const unsigned all_ones = (1u << exp_bits) - 1;
         for (std::size_t n : {0u, 1u, 15u, 16u, 31u, 33u, 517u, 518u, 1000u}) {
             unsigned expected = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 std::uint16_t hi;
                 std::memcpy(&hi, bytes.data() + i * width + width - 2, 2);
-                unsigned e = (hi >> 7) & 0xff;
-                if (e != 0xff) expected = std::max(expected, e);
+                unsigned e = (hi >> (15 - exp_bits)) & all_ones;
+                if (e != all_ones) expected = std::max(expected, e);
             }
-            EXPECT_EQ(codec::detail::top_exponent_avx512(bytes.data(), n, width), expected)
-                << (bf16 ? "bf16 " : "f32 ") << n;
+            EXPECT_EQ(codec::detail::top_exponent_avx512(bytes.data(), n, width, exp_bits),
+                      expected)
+                << name << " " << n;
         }
     }
 }
@@ -418,15 +428,18 @@ TEST(CodecRoundtrip, VectorAndScalarPathsAgree) {
         auto w = test::weights_f32(n, 31);
         auto prev32 = f32_bytes(w), next32 = f32_bytes(test::step_f32(w, 0.9, 32));
         auto prev16 = bf16_bytes(w), next16 = bf16_bytes(test::step_f32(w, 0.4, 33));
+        auto prev_half = f16_bytes(n, 34, false), next_half = f16_bytes(n, 34, true);
         next16[next16.size() - 2] ^= std::byte{1}; // the last element changed
         next32[next32.size() - 4] ^= std::byte{1};
+        next_half[next_half.size() - 2] ^= std::byte{1};
         struct typed {
             element_type t;
             const std::vector<std::byte>& next;
             const std::vector<std::byte>& prev;
         };
-        for (const auto& [t, next, prev] : {typed{element_type::f32, next32, prev32},
-                                            typed{element_type::bf16, next16, prev16}}) {
+        for (const auto& [t, next, prev] :
+             {typed{element_type::f32, next32, prev32}, typed{element_type::bf16, next16, prev16},
+              typed{element_type::f16, next_half, prev_half}}) {
             for (bool sparse : {false, true}) {
                 codec::encode_options o;
                 o.type = t;

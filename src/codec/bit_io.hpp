@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "byte_io.hpp"
+#include "tpde/util/scratch.hpp"
 
 namespace tpde::codec::detail {
 
@@ -18,9 +19,7 @@ __extension__ using u128 = unsigned __int128; // GCC and clang; __extension__ ke
 class bit_writer {
 public:
     bit_writer(std::vector<std::byte>& scratch, std::size_t max_bits) {
-        std::size_t need = max_bits / 8 + 16;
-        if (scratch.size() < need) scratch.resize(need);
-        begin_ = p_ = scratch.data();
+        begin_ = p_ = util::grown_to(scratch, max_bits / 8 + 16).data();
     }
     // n <= 56; bits of v above n must be zero.
     void put(std::uint64_t v, unsigned n) {

@@ -11,6 +11,7 @@
 #include "rans.hpp"
 #include "residual.hpp"
 #include "standalone.hpp"
+#include "tpde/util/scratch.hpp"
 #include "tpde/util/xxhash.hpp"
 
 namespace tpde::codec {
@@ -238,8 +239,7 @@ std::vector<std::byte> decode(std::span<const std::byte> frame,
 std::span<std::byte> decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
                             std::vector<std::byte>& buffer, const decode_options& opts) {
     const auto h = checked_header(frame, opts);
-    if (buffer.size() < h.raw_size) buffer.resize(h.raw_size);
-    const std::span<std::byte> out(buffer.data(), h.raw_size);
+    const auto out = util::grown_to(buffer, h.raw_size);
     decode_checked(h, frame, reference, out);
     return out;
 }

@@ -130,11 +130,10 @@ void rans_encoder::finish(byte_sink& out) const {
 }
 
 std::span<const std::byte> padded(std::span<const std::byte> in, std::vector<std::byte>& scratch) {
-    scratch.resize(in.size() + stream_padding);
-    copy_bytes(scratch, in);
-    std::fill(scratch.begin() + static_cast<std::ptrdiff_t>(in.size()), scratch.end(),
-              std::byte{0});
-    return std::span<const std::byte>(scratch).first(in.size());
+    const auto copy = util::grown_to(scratch, in.size() + stream_padding);
+    copy_bytes(copy, in);
+    std::fill(copy.begin() + static_cast<std::ptrdiff_t>(in.size()), copy.end(), std::byte{0});
+    return copy.first(in.size());
 }
 
 void dec_table::init(const freq_table& f) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "byte_io.hpp"
+#include "tpde/util/scratch.hpp"
 
 namespace tpde::codec::detail {
 
@@ -73,9 +74,8 @@ struct enc_table {
 class rans_encoder {
 public:
     rans_encoder(std::vector<std::uint16_t>& scratch, std::size_t symbols) {
-        const std::size_t need = symbols + 2 * max_rans_lanes + 8;
-        if (scratch.size() < need) scratch.resize(need);
-        end_ = p_ = scratch.data() + need;
+        const auto words = util::grown_to(scratch, symbols + 2 * max_rans_lanes + 8);
+        end_ = p_ = words.data() + words.size();
     }
     void put(std::uint32_t& x, const enc_symbol& s) {
         // Branch-free renormalisation: always store the low word, keep it only if needed.

@@ -14,6 +14,7 @@
 #include "byte_io.hpp"
 #include "rans.hpp"
 #include "rans_simd.hpp"
+#include "tpde/util/scratch.hpp"
 
 namespace tpde::codec::detail {
 namespace {
@@ -354,13 +355,13 @@ void write_section(const context_map& ctx, std::size_t n, const analysis<U>& a, 
     const std::size_t count = sparse ? a.changed : n;
     thread_local std::vector<std::uint16_t> changed_syms;
     if (sparse) {
-        changed_syms.resize(a.changed + 1);
+        const auto dst = util::grown_to(changed_syms, a.changed + 1);
         std::size_t k = 0;
         for (std::size_t i = 0; i < n; ++i) { // branch-free: write, advance if changed
-            changed_syms[k] = a.syms[i];
+            dst[k] = a.syms[i];
             k += !is_unchanged(a.syms[i]);
         }
-        coded = changed_syms.data();
+        coded = dst.data();
     }
     // Symbol k uses state k % lanes, coded from the end: the last partial round one by one,
     // then whole rounds 16 lanes at a time where the CPU can.

@@ -8,6 +8,7 @@
 
 #include "byte_io.hpp"
 #include "byte_planes.hpp"
+#include "tpde/util/scratch.hpp"
 #include "zstd_context.hpp"
 
 namespace tpde::codec::detail {
@@ -33,7 +34,7 @@ bool looks_random(std::span<const std::byte> plane) {
 
 // Compresses one byte plane into `packed`; returns its size, or a zstd error code.
 std::size_t compress_plane(element_type t, std::span<const std::byte> plane, int zstd_level,
-                           std::vector<std::byte>& packed) {
+                           std::span<std::byte> packed) {
     ZSTD_CCtx* c = thread_cctx();
     ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
     ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, zstd_level);
@@ -56,18 +57,17 @@ void encode_standalone(element_type t, std::span<const std::byte> block, int zst
     const std::size_t n = block.size() / w;
     byte_sink out(payload);
     out.put_bytes(block.subspan(n * w));
-    thread_local std::vector<std::byte> planes;
-    planes.resize(n * w);
+    thread_local std::vector<std::byte> plane_scratch, packed_scratch;
+    const auto planes = util::grown_to(plane_scratch, n * w);
     split_byte_planes(block.data(), n, w, planes.data());
-    thread_local std::vector<std::byte> packed; // grown, never zeroed again per block
-    if (packed.size() < ZSTD_compressBound(n)) packed.resize(ZSTD_compressBound(n));
+    const auto packed = util::grown_to(packed_scratch, ZSTD_compressBound(n));
     for (std::size_t b = 0; b < w && n > 0; ++b) {
-        const std::span<const std::byte> plane(planes.data() + b * n, n);
+        const std::span<const std::byte> plane = planes.subspan(b * n, n);
         std::size_t c = looks_random(plane) ? n : compress_plane(t, plane, zstd_level, packed);
         if (!ZSTD_isError(c) && c < n) {
             out.put(plane_mode::zstd);
             out.put(static_cast<std::uint32_t>(c));
-            out.put_bytes(std::span(packed.data(), c));
+            out.put_bytes(packed.first(c));
         } else {
             out.put(plane_mode::raw);
             out.put_bytes(plane);
@@ -82,10 +82,10 @@ void decode_standalone(element_type t, std::span<const std::byte> payload,
     byte_source in(payload);
     auto tail = in.get_bytes(out.size() - n * w);
     copy_bytes(out.subspan(n * w), tail);
-    thread_local std::vector<std::byte> planes;
-    planes.resize(n * w);
+    thread_local std::vector<std::byte> plane_scratch;
+    const auto planes = util::grown_to(plane_scratch, n * w);
     for (std::size_t b = 0; b < w && n > 0; ++b) {
-        const std::span<std::byte> plane(planes.data() + b * n, n);
+        const auto plane = planes.subspan(b * n, n);
         auto mode = in.get<std::uint8_t>();
         if (mode == static_cast<std::uint8_t>(plane_mode::raw)) {
             auto bytes = in.get_bytes(n);

@@ -1,6 +1,7 @@
 #include "file_io.hpp"
 
 #include "store/sys.hpp"
+#include "tpde/util/scratch.hpp"
 
 #include <algorithm>
 #include <array>
@@ -50,8 +51,7 @@ std::span<const std::byte> input_file::view(std::uint64_t offset, std::size_t n)
 std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
                                             std::vector<std::byte>& into) const {
     const std::size_t len = offset >= size_ ? 0 : std::min<std::uint64_t>(n, size_ - offset);
-    if (into.size() < len) into.resize(len);
-    const std::span<std::byte> out(into.data(), len);
+    const auto out = util::grown_to(into, len);
     read_exact(offset, out);
     return out;
 }

@@ -21,10 +21,9 @@ public:
     // file: no copy. Valid while this object lives. For parsing; bulk data goes through read().
     std::span<const std::byte> view(std::uint64_t offset, std::size_t n) const;
     // Copies the bytes [offset, offset+n) (fewer at end of file) into the start of `into`
-    // and returns them. `into` is grown to fit, never shrunk: growing zero-fills, which cost
-    // ~2% of an encode when recycled buffers were resized to each block. For bulk data: reading a
-    // cached 100 MB file in 128 KiB preads into one reused buffer and hashing it took 20 ms here,
-    // populating the mapping block by block and hashing it there 59 ms.
+    // (util::grown_to) and returns them. For bulk data: reading a cached 100 MB file in
+    // 128 KiB preads into one reused buffer and hashing it took 20 ms here, populating the
+    // mapping block by block and hashing it there 59 ms.
     std::span<const std::byte> read(std::uint64_t offset, std::size_t n,
                                     std::vector<std::byte>& into) const;
     // Fills `out` from `offset` on; throws if the file ends first.

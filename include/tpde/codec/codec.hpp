@@ -87,10 +87,8 @@ std::array<std::byte, frame_header_size> raw_frame_header(std::span<const std::b
 std::vector<std::byte> decode(std::span<const std::byte> frame,
                               std::span<const std::byte> reference,
                               const decode_options& opts = {});
-// The same into the start of `buffer`, grown to fit (only after the header is checked) and
-// never shrunk; returns the decoded bytes. For a caller decoding block after block into
-// recycled buffers: growing zero-fills, so a buffer resized to each block was cleared again
-// and again.
+// The same into the start of `buffer` (util::grown_to, only after the header is checked);
+// returns the decoded bytes. For a caller decoding block after block into recycled buffers.
 std::span<std::byte> decode(std::span<const std::byte> frame, std::span<const std::byte> reference,
                             std::vector<std::byte>& buffer, const decode_options& opts = {});
 

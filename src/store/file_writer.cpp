@@ -11,7 +11,6 @@
 namespace tpde::store {
 namespace {
 constexpr std::size_t copy_chunk = 1u << 20;
-constexpr std::uint32_t small_segment = 4096; // runs of smaller segments share a block
 } // namespace
 
 store_file_writer::store_file_writer(store_context& ctx, version_publisher& host, std::string path,
@@ -46,7 +45,8 @@ void store_file_writer::start_sequential() {
     so.max_lookahead = 16u << 20; // bounds what a writer holds while a pickle has no end yet
     segmenter_ = std::make_unique<format::stream_segmenter>(so);
     encoder_ = std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_uncompressed);
-    segments_.clear();
+    cutter_ = std::make_unique<format::block_cutter>(
+        nullptr, 0, format::plan_options{.block_size = ctx_.opts.block_size});
     pending_.clear();
     pending_base_ = encoded_until_ = 0;
 }
@@ -91,42 +91,9 @@ void store_file_writer::keep_unencoded() {
     incoming_ = {};
 }
 
-// Cuts what has arrived into blocks: each within one segment (so it has one element type),
-// at most block_size, except that a run of small segments (zip headers) shares one block.
-void store_file_writer::emit_blocks(bool final) {
-    const std::uint64_t bs = ctx_.opts.block_size;
-    while (encoded_until_ < size_) {
-        while (!segments_.empty()) {
-            const auto& s = segments_.front();
-            if (s.length != format::open_ended && s.offset + s.length <= encoded_until_)
-                segments_.pop_front();
-            else
-                break;
-        }
-        if (segments_.empty()) {
-            if (!final) return;
-            segments_.push_back({"", encoded_until_, size_ - encoded_until_, {}});
-        }
-        const auto& s = segments_.front();
-        std::uint64_t s_end = s.length == format::open_ended
-                                  ? std::numeric_limits<std::uint64_t>::max()
-                                  : s.offset + s.length;
-        std::uint64_t end = std::min(encoded_until_ + bs, s_end);
-        auto type = s.type;
-        if (s_end - encoded_until_ < small_segment) {
-            for (std::size_t k = 1; k < segments_.size(); ++k) {
-                const auto& t = segments_[k];
-                if (t.length == format::open_ended || t.length >= small_segment ||
-                    t.offset + t.length - encoded_until_ > bs)
-                    break;
-                end = t.offset + t.length;
-                if (t.type != type) type = std::nullopt;
-            }
-        }
-        if (final) end = std::min(end, size_);
-        if (end > size_) return; // its bytes have not all arrived
-        emit(end, type);
-    }
+// Hands every block the cutter can decide with the bytes that have arrived to the encoder.
+void store_file_writer::emit_blocks() {
+    while (auto b = cutter_->next(size_)) emit(b->offset + b->size, b->type);
 }
 
 void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> bytes) {
@@ -136,8 +103,8 @@ void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> b
         incoming_ = bytes;
         size_ += bytes.size();
         try {
-            for (auto& s : segmenter_->feed(bytes)) segments_.push_back(std::move(s));
-            emit_blocks(false);
+            for (auto& s : segmenter_->feed(bytes)) cutter_->add(std::move(s));
+            emit_blocks();
             encoder_->write_borrowed(); // blocks in `bytes` and pending_, which changes next
         } catch (...) {
             try {
@@ -207,8 +174,8 @@ void store_file_writer::to_staged() {
         sys::pwrite_all(staging_.get(), pending_, pending_base_, shown());
         encoder_.reset();
         segmenter_.reset();
+        cutter_.reset();
         pending_ = {};
-        segments_.clear();
     }
     sys::mutation_point();
     if (::ftruncate(staging_.get(), static_cast<off_t>(size_)) != 0)
@@ -222,8 +189,8 @@ bool store_file_writer::commit() {
     object_encoder* enc = nullptr;
     if (mode_ == mode::sequential) {
         auto layout = segmenter_->finish();
-        segments_.assign(layout.segments.begin(), layout.segments.end());
-        emit_blocks(true);
+        cutter_->finish(layout);
+        emit_blocks();
         encoder_->finish(std::move(layout), "", size_);
         enc = encoder_.get();
     } else {
@@ -251,8 +218,8 @@ bool store_file_writer::commit() {
         // was committed.
         encoder_.reset();
         segmenter_.reset();
+        cutter_.reset();
         pending_ = {};
-        segments_.clear();
         current_ = !committed.empty() && size_ ? host_.open_version_of(path_) : nullptr;
         if (current_)
             mode_ = mode::unchanged;

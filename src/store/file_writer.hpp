@@ -1,12 +1,12 @@
 #pragma once
 // The store's file_writer: streams sequential writes through the segmenter and encoder;
 // falls back to a staging file on the store's disk for anything else.
-#include <deque>
 #include <memory>
 
 #include "store/context.hpp"
 #include "store/object_encoder.hpp"
 #include "store/version_reader.hpp"
+#include "tpde/format/block_plan.hpp"
 #include "tpde/format/stream_segmenter.hpp"
 
 namespace tpde::store {
@@ -44,7 +44,7 @@ private:
     enum class mode { sequential, unchanged, staged };
     void start_sequential();
     void to_staged();
-    void emit_blocks(bool final);
+    void emit_blocks();
     void emit(std::uint64_t end, std::optional<codec::element_type> type);
     void keep_unencoded();
     std::string shown() const { return ctx_.shown_ns(path_); }
@@ -61,7 +61,7 @@ private:
     // sequential
     std::unique_ptr<format::stream_segmenter> segmenter_;
     std::unique_ptr<object_encoder> encoder_;
-    std::deque<format::segment> segments_; // known, not yet fully encoded
+    std::unique_ptr<format::block_cutter> cutter_; // the segments known so far
     // Bytes [pending_base_, size_) not yet encoded: kept in pending_, except during write(),
     // where the bytes that call brings are read in place from incoming_ and only what no
     // block took yet is copied into pending_.

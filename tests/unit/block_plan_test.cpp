@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <random>
 
 #include "tpde/format/block_plan.hpp"
 
@@ -75,4 +76,54 @@ TEST(BlockPlan, WithoutParentNothingIsReferenced) {
     auto plan = plan_blocks(generic, &generic, 5);
     ASSERT_EQ(plan.size(), 1u);
     EXPECT_EQ(plan[0].match, match_kind::by_name);
+}
+
+// A writer learns segments and bytes as they arrive; whatever the order and chunking, it
+// must cut the same blocks as plan_blocks of the final layout (one cutter for both).
+TEST(BlockPlan, StreamedCuttingEqualsWholeFilePlan) {
+    std::mt19937 rng(11);
+    for (int round = 0; round < 300; ++round) {
+        file_layout final_layout = layout({});
+        std::uint64_t at = 0;
+        const int n = 1 + static_cast<int>(rng() % 12);
+        for (int i = 0; i < n; ++i) {
+            std::uint64_t len = rng() % 2 ? 1 + rng() % 5000 : 1 + rng() % 400000;
+            std::optional<element_type> type;
+            if (rng() % 2) type = element_type::f32;
+            final_layout.segments.push_back({"s" + std::to_string(i), at, len, type});
+            at += len;
+        }
+        const std::uint64_t size = at;
+        auto prev = layout({{"s0", 0, 100, {}}, {"s2", 100, 900000, element_type::f32}});
+        const file_layout* parent = round % 2 ? &prev : nullptr;
+        const plan_options opts{.block_size = 1u << (12 + rng() % 6)};
+        const auto want = plan_blocks(final_layout, parent, 900100, opts);
+
+        // Streamed: the last segment handed out open-ended half the time; bytes in random
+        // chunks, and segments handed out at random times, well ahead of their bytes or well
+        // after them (a pickle's end is found late).
+        std::vector<segment> handed = final_layout.segments;
+        if (rng() % 2) handed.back().length = open_ended;
+        block_cutter cutter(parent, 900100, opts);
+        std::vector<planned_block> got;
+        std::size_t added = 0;
+        for (std::uint64_t known = 0; known < size;) {
+            known = std::min(size, known + 1 + rng() % 20000);
+            for (auto more = rng() % 3; more > 0 && added < handed.size(); --more)
+                cutter.add(handed[added++]);
+            while (auto b = cutter.next(known)) got.push_back(*b);
+        }
+        while (added < handed.size()) cutter.add(handed[added++]);
+        cutter.finish(final_layout);
+        while (auto b = cutter.next(size)) got.push_back(*b);
+
+        ASSERT_EQ(got.size(), want.size()) << "round " << round;
+        for (std::size_t i = 0; i < want.size(); ++i) {
+            EXPECT_EQ(got[i].offset, want[i].offset) << "round " << round << " block " << i;
+            EXPECT_EQ(got[i].size, want[i].size) << "round " << round << " block " << i;
+            EXPECT_EQ(got[i].type, want[i].type) << "round " << round << " block " << i;
+            EXPECT_EQ(got[i].ref_offset, want[i].ref_offset) << "round " << round;
+            EXPECT_EQ(got[i].ref_size, want[i].ref_size) << "round " << round;
+        }
+    }
 }

@@ -6,6 +6,7 @@
 // its reference in the parent file even when everything after a grown header has shifted.
 // No storage, no FUSE: bytes in, segments out.
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -21,6 +22,10 @@ struct segment {
     std::uint64_t length{0};
     std::optional<codec::element_type> type{}; // nullopt: unknown, the codec probes
 };
+
+// Length of a segment that runs to the end of the file, not known yet (the last segment a
+// stream_segmenter hands out may be).
+inline constexpr std::uint64_t open_ended = std::numeric_limits<std::uint64_t>::max();
 
 enum class layout_kind { generic, torch_zip, safetensors, npy, npz, distcp };
 const char* name_of(layout_kind k);

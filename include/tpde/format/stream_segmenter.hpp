@@ -6,7 +6,6 @@
 // and in the central directory at the very end), takes tensor sizes from the pickle, which
 // comes first. The same names as segment_file(), so either can be a parent of the other.
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -15,9 +14,6 @@
 #include "tpde/format/segment.hpp"
 
 namespace tpde::format {
-
-// Length of a segment that runs to the end of the file (the last one handed out may be).
-inline constexpr std::uint64_t open_ended = std::numeric_limits<std::uint64_t>::max();
 
 struct stream_options {
     // Bytes held while looking for the end of a record of unknown size (a pickle); beyond

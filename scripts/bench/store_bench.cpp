@@ -88,7 +88,7 @@ constexpr std::size_t memory_cache = 64u << 20;
 int memory_child(const std::vector<fs::path>& files, const fs::path& scratch,
                  const store::store_options& opts, std::size_t cache) {
     auto o = opts;
-    o.cache_bytes = cache;
+    o.cache.max_bytes = cache;
     auto s = store::store::open(scratch / "mem", o);
     std::uint64_t total = 0;
     auto t0 = clk::now();

@@ -1,89 +1,20 @@
 #pragma once
-// Little-endian fields in byte buffers. The reader checks every access against the end of its
-// span and throws decode_error: frames are hostile input.
-#include <cstdint>
-#include <cstring>
-#include <span>
-#include <vector>
-
+// The codec's view of the little-endian helpers: frames are hostile input, so every read is
+// checked against the end of its span and throws decode_error.
 #include "tpde/codec/codec.hpp"
+#include "tpde/util/little_endian.hpp"
 
 namespace tpde::codec::detail {
 
-template <typename T>
-inline T load_le(const std::byte* p) {
-    T v;
-    std::memcpy(&v, p, sizeof v); // x86-64 and aarch64-linux are little-endian
-    return v;
-}
-template <typename T>
-inline void store_le(std::byte* p, T v) {
-    std::memcpy(p, &v, sizeof v);
-}
+using util::byte_sink;
+using util::copy_bytes;
+using util::load_le;
+using util::store_le;
 
-// memcpy that accepts empty spans (whose data() may be null).
-inline void copy_bytes(std::span<std::byte> dst, std::span<const std::byte> src) {
-    if (!src.empty()) std::memcpy(dst.data(), src.data(), src.size());
-}
-
-class byte_sink {
+class byte_source : public util::byte_source<decode_error> {
 public:
-    explicit byte_sink(std::vector<std::byte>& out) : out_(out) {}
-    template <typename T>
-    void put(T v) {
-        auto n = out_.size();
-        out_.resize(n + sizeof v);
-        store_le(out_.data() + n, v);
-    }
-    void put_varint(std::uint32_t v) {
-        while (v >= 0x80) {
-            put<std::uint8_t>(static_cast<std::uint8_t>(v | 0x80));
-            v >>= 7;
-        }
-        put<std::uint8_t>(static_cast<std::uint8_t>(v));
-    }
-    void put_bytes(std::span<const std::byte> b) { out_.insert(out_.end(), b.begin(), b.end()); }
-    std::size_t size() const { return out_.size(); }
-    std::vector<std::byte>& buffer() { return out_; }
-
-private:
-    std::vector<std::byte>& out_;
-};
-
-class byte_source {
-public:
-    explicit byte_source(std::span<const std::byte> in) : in_(in) {}
-    template <typename T>
-    T get() {
-        need(sizeof(T));
-        T v = load_le<T>(in_.data() + pos_);
-        pos_ += sizeof(T);
-        return v;
-    }
-    std::uint32_t get_varint() {
-        std::uint32_t v = 0;
-        for (int shift = 0; shift < 35; shift += 7) {
-            auto b = get<std::uint8_t>();
-            v |= static_cast<std::uint32_t>(b & 0x7f) << shift;
-            if (!(b & 0x80)) return v;
-        }
-        throw decode_error("corrupt frame: overlong varint");
-    }
-    std::span<const std::byte> get_bytes(std::size_t n) {
-        need(n);
-        auto s = in_.subspan(pos_, n);
-        pos_ += n;
-        return s;
-    }
-    std::span<const std::byte> rest() const { return in_.subspan(pos_); }
-    std::size_t remaining() const { return in_.size() - pos_; }
-
-private:
-    void need(std::size_t n) const {
-        if (n > in_.size() - pos_) throw decode_error("corrupt frame: truncated payload");
-    }
-    std::span<const std::byte> in_;
-    std::size_t pos_{0};
+    explicit byte_source(std::span<const std::byte> in)
+        : util::byte_source<decode_error>(in, "corrupt frame") {}
 };
 
 } // namespace tpde::codec::detail

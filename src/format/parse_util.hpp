@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "tpde/util/little_endian.hpp"
+
 namespace tpde::format::detail {
 
 struct format_error : std::runtime_error {
@@ -18,9 +20,7 @@ struct format_error : std::runtime_error {
 template <typename T>
 T read_le(std::span<const std::byte> b, std::uint64_t off) {
     if (off > b.size() || b.size() - off < sizeof(T)) throw format_error("field past end of file");
-    T v;
-    std::memcpy(&v, b.data() + off, sizeof v);
-    return v;
+    return util::load_le<T>(b.data() + off);
 }
 
 inline std::span<const std::byte> sub(std::span<const std::byte> b, std::uint64_t off,

@@ -1,6 +1,5 @@
-#include "fs/filesystem.hpp"
+#include "filesystem.hpp"
 
-#include "fs/fuse_ops.hpp" // FUSE_SET_ATTR_* bits
 #include <algorithm>
 #include <chrono>
 #include <fcntl.h>
@@ -16,12 +15,6 @@ constexpr const char* virtual_prefix = "user.tpde.";
 std::vector<std::byte> text_bytes(const std::string& s) {
     auto b = std::as_bytes(std::span(s));
     return {b.begin(), b.end()};
-}
-
-timespec now() {
-    timespec t{};
-    ::clock_gettime(CLOCK_REALTIME, &t);
-    return t;
 }
 
 } // namespace
@@ -101,40 +94,26 @@ entry filesystem::lookup_listed(std::uint64_t dir, const store::dir_entry& e) {
     return lookup(dir, e.name);
 }
 
-struct stat filesystem::setattr(std::uint64_t node, const struct stat& attr, int to_set,
-                                handle* h) {
+struct stat filesystem::setattr(std::uint64_t node, const attr_change& change, handle* h) {
     auto p = path(node);
-    if (to_set & FUSE_SET_ATTR_MODE) store_.chmod(p, attr.st_mode & 07777);
-    if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    if (change.mode) store_.chmod(p, *change.mode & 07777);
+    if (change.uid || change.gid) {
         auto cur = store_.stat(p);
-        if (((to_set & FUSE_SET_ATTR_UID) && attr.st_uid != cur.uid) ||
-            ((to_set & FUSE_SET_ATTR_GID) && attr.st_gid != cur.gid))
+        if ((change.uid && *change.uid != cur.uid) || (change.gid && *change.gid != cur.gid))
             throw store::store_error(EPERM, "changing owners is not supported");
     }
-    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
-                  FUSE_SET_ATTR_MTIME_NOW)) {
-        std::optional<timespec> a, m;
-        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
-            a = now();
-        else if (to_set & FUSE_SET_ATTR_ATIME)
-            a = attr.st_atim;
-        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-            m = now();
-        else if (to_set & FUSE_SET_ATTR_MTIME)
-            m = attr.st_mtim;
-        store_.utimens(p, a, m);
-    }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (change.atime || change.mtime) store_.utimens(p, change.atime, change.mtime);
+    if (change.size) {
         auto f = h ? h->file : nodes_.file_of(node);
         bool done = false;
         if (f) {
             std::unique_lock lock(f->mutex);
             if (f->writer) {
-                f->writer->truncate(static_cast<std::uint64_t>(attr.st_size));
+                f->writer->truncate(*change.size);
                 done = true;
             }
         }
-        if (!done) store_.truncate(p, static_cast<std::uint64_t>(attr.st_size));
+        if (!done) store_.truncate(p, *change.size);
     }
     return getattr(node);
 }
@@ -221,6 +200,7 @@ std::unique_ptr<handle> filesystem::open(std::uint64_t node, int flags, bool& ke
     auto st = store_.stat(p);
     if (st.type == store::entry_type::directory)
         throw store::store_error(EISDIR, p + ": is a directory");
+    keep_cache = false;
     auto h = std::make_unique<handle>();
     h->node = node;
     h->writes = (flags & O_ACCMODE) != O_RDONLY;
@@ -434,7 +414,7 @@ std::string filesystem::stats_json() {
           {"decodes", k.decodes},
           {"decode_seconds", double(k.decode_ns) / 1e9},
           {"bytes", k.bytes_cached},
-          {"max_bytes", store_.options().cache_bytes}}},
+          {"max_bytes", store_.options().cache.max_bytes}}},
     };
     return j.dump() + "\n";
 }

@@ -1,24 +1,39 @@
 #pragma once
 // The mounted filesystem's logic on node ids: what each FUSE operation does to the store,
 // with open files shared per node so a writer's bytes are visible through every handle.
-// Throws store_error; fuse_ops.cpp turns that into an errno reply, in one place.
+// Throws store_error; fuse_ops.cpp turns that into an errno reply, in one place. No libfuse
+// here: tests drive it in process (tests/unit/filesystem_test.cpp).
+//
+// Lock order, outermost first:
+//   1. open_file::mutex of a node (several at once only in rename, taken in address order);
+//   2. filesystem::files_mutex_ (held briefly, never while calling the store);
+//   3. node_table's own mutex (inside each node_table call, never held across calls);
+//   4. the store's locks (ns_mutex_, chain locks, the block cache; see store_impl.hpp).
+// A thread holding a later lock never waits for an earlier one.
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <vector>
 
-#include "fs/node_table.hpp"
+#include "node_table.hpp"
+#include "tpde/fs/mount.hpp"
 #include "tpde/store/store.hpp"
 
 namespace tpde::fs {
 
-struct fs_options {
-    double attr_timeout{1.0};
-    double entry_timeout{1.0};
+// What a setattr changes: each field only when it is to be set. Times are resolved ("now"
+// read from the clock) by the caller.
+struct attr_change {
+    std::optional<std::uint32_t> mode; // permission bits
+    std::optional<uid_t> uid;
+    std::optional<gid_t> gid;
+    std::optional<std::uint64_t> size;
+    std::optional<timespec> atime, mtime;
 };
 
 // The state of a node while handles are open on it.
@@ -58,8 +73,7 @@ public:
     entry lookup(std::uint64_t parent, const std::string& name);
     void forget(std::uint64_t node, std::uint64_t n);
     struct stat getattr(std::uint64_t node);
-    // `to_set` uses the FUSE_SET_ATTR_* bits.
-    struct stat setattr(std::uint64_t node, const struct stat& attr, int to_set, handle* h);
+    struct stat setattr(std::uint64_t node, const attr_change& change, handle* h);
 
     entry mkdir(std::uint64_t parent, const std::string& name, mode_t mode);
     void rmdir(std::uint64_t parent, const std::string& name);

@@ -1,10 +1,11 @@
-#include "fs/fuse_ops.hpp"
+#include "fuse_ops.hpp"
 
 #include <cstring>
+#include <ctime>
 #include <spdlog/spdlog.h>
 #include <system_error>
 
-#include "fs/filesystem.hpp"
+#include "filesystem.hpp"
 
 namespace tpde::fs {
 namespace {
@@ -98,10 +99,33 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
     });
 }
 
+timespec now() {
+    timespec t{};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    return t;
+}
+
+attr_change change_of(const struct stat& attr, int to_set) {
+    attr_change c;
+    if (to_set & FUSE_SET_ATTR_MODE) c.mode = attr.st_mode & 07777;
+    if (to_set & FUSE_SET_ATTR_UID) c.uid = attr.st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) c.gid = attr.st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE) c.size = static_cast<std::uint64_t>(attr.st_size);
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+        c.atime = now();
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+        c.atime = attr.st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+        c.mtime = now();
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+        c.mtime = attr.st_mtim;
+    return c;
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
     guarded(req, "setattr", [&] {
         auto& f = fs_of(req);
-        auto st = f.setattr(ino, *attr, to_set, fi ? handle_of(fi) : nullptr);
+        auto st = f.setattr(ino, change_of(*attr, to_set), fi ? handle_of(fi) : nullptr);
         fuse_reply_attr(req, &st, f.options().attr_timeout);
     });
 }

@@ -1,4 +1,4 @@
-#include "fs/node_table.hpp"
+#include "node_table.hpp"
 
 #include "tpde/store/error.hpp"
 

@@ -1,5 +1,7 @@
-#include "store/chain.hpp"
+#include "chain.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -42,6 +44,93 @@ version_record parse_record(const std::string& text, const std::string& shown) {
     } catch (const nlohmann::json::exception& e) {
         throw corrupt_store(fmt::format("{}: damaged version record ({})", shown, e.what()));
     }
+}
+
+std::string read_store_file(int dirfd, const std::string& rel, const std::string& shown) {
+    try {
+        return sys::read_small_file(dirfd, rel, shown);
+    } catch (const store_error& e) {
+        if (e.error_number() == EFBIG) throw corrupt_store(shown + ": record larger than 1 MiB");
+        throw;
+    }
+}
+
+namespace {
+
+std::vector<std::string> digit_runs(const std::string& s) {
+    std::vector<std::string> runs;
+    for (std::size_t i = 0; i < s.size();) {
+        if (std::isdigit(static_cast<unsigned char>(s[i]))) {
+            auto j = i;
+            while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+            runs.push_back(s.substr(i, j - i));
+            i = j;
+        } else {
+            ++i;
+        }
+    }
+    return runs;
+}
+
+std::string directory_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+std::string file_name_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+bool has_digits(const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+// The digit runs of the path components that name a rank (mp_rank_01, rank3, pp_rank_0):
+// Megatron's iter_0000100/mp_rank_01/model_optim_rng.pt keeps the rank in a directory, so
+// the same-file-name rule does not tell ranks apart there.
+std::vector<std::string> rank_ids(const std::string& path) {
+    std::vector<std::string> ids;
+    for (std::size_t start = 0; start <= path.size();) {
+        auto end = std::min(path.find('/', start), path.size());
+        std::string part = path.substr(start, end - start);
+        std::string lower = part;
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        if (lower.find("rank") != std::string::npos)
+            for (auto& r : digit_runs(part)) ids.push_back(std::move(r));
+        start = end + 1;
+    }
+    return ids;
+}
+
+} // namespace
+
+std::string chain_key_for(const std::string& path) {
+    std::string key;
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        if (std::isdigit(static_cast<unsigned char>(path[i]))) {
+            while (i + 1 < path.size() && std::isdigit(static_cast<unsigned char>(path[i + 1])))
+                ++i;
+            key += '#';
+        } else {
+            key += path[i];
+        }
+    }
+    return key;
+}
+
+bool same_series(const std::string& earlier, const std::string& later) {
+    if (has_digits(directory_of(later)) && file_name_of(earlier) != file_name_of(later))
+        return false;
+    return rank_ids(earlier) == rank_ids(later);
+}
+
+std::vector<int> digit_match_score(const std::string& path, const std::string& candidate) {
+    auto a = digit_runs(path), b = digit_runs(candidate);
+    std::vector<int> score;
+    for (std::size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        bool eq = i < a.size() && i < b.size() && a[a.size() - 1 - i] == b[b.size() - 1 - i];
+        score.push_back(eq ? 1 : 0);
+    }
+    return score;
 }
 
 std::string chain_id_for_key(const std::string& key) {
@@ -116,12 +205,12 @@ std::string chain::shown(const std::string& rel) const {
 }
 
 std::string chain::key() const {
-    return sys::read_small_file(dir(), "key", shown("key"));
+    return read_store_file(dir(), "key", shown("key"));
 }
 
 version_record chain::record(const std::string& vid) const {
     auto where = shown("versions/" + vid);
-    return parse_record(sys::read_small_file(versions(), vid, where), where);
+    return parse_record(read_store_file(versions(), vid, where), where);
 }
 
 std::shared_ptr<const version_reader> chain::open_version(const std::string& vid,

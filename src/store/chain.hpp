@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "store/context.hpp"
-#include "store/version_reader.hpp"
+#include "context.hpp"
+#include "version_reader.hpp"
 
 namespace tpde::store {
 
@@ -23,8 +23,25 @@ struct version_record {
 std::string encode_record(const version_record& r);
 version_record parse_record(const std::string& text, const std::string& shown);
 
+// A record, marker or key file of the store, whole (corrupt_store if it is absurdly large).
+std::string read_store_file(int dirfd, const std::string& rel, const std::string& shown);
+
 std::string chain_id_for_key(const std::string& key);
 std::string new_version_id();
+
+// Chain naming. chain_key_for (tpde/store/store.hpp) puts the files of successive checkpoints
+// into one chain by their digit runs; these choose, among a chain's earlier versions, the one
+// a new version is a delta against.
+//
+// Whether a file committed as `earlier` may precede `later` in one series of checkpoints.
+// Where the step is in a directory (global_step10/, checkpoint-500/), the file name holds the
+// rank or shard (mp_rank_01_model_states.pt, __1_0.distcp, model-00002-of-00004): a
+// predecessor has the same file name; another name is a sibling of the same step. Whatever
+// the layout, a file naming a rank follows the same rank.
+bool same_series(const std::string& earlier, const std::string& later);
+// Orders candidate predecessors: how well the digit runs of `candidate` match those of
+// `path`, later runs weighing more (ranks and shard numbers come after step numbers).
+std::vector<int> digit_match_score(const std::string& path, const std::string& candidate);
 
 // flock(2) on the chain's lock file: shared to open readers, exclusive to change which
 // object a version uses or to delete one. Works across processes on this host (and across

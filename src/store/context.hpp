@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <memory>
 
-#include "store/sys.hpp"
 #include "tpde/cache/block_cache.hpp"
 #include "tpde/store/store.hpp"
+#include "tpde/util/sys.hpp"
 #include "tpde/util/thread_pool.hpp"
 
 namespace tpde::store {
+
+namespace sys = util::sys; // the store's system calls
 
 struct atomic_counters {
     std::atomic<std::uint64_t> commits{0}, bytes_committed{0}, bytes_written{0}, reencodes{0},
@@ -35,7 +37,7 @@ struct store_context {
     atomic_counters counters;
 
     store_context(std::filesystem::path r, const store_options& o)
-        : root(std::move(r)), opts(o), cache({o.cache_bytes}) {}
+        : root(std::move(r)), opts(o), cache(o.cache) {}
     std::string shown_ns(const std::string& path) const { return (root / "ns" / path).string(); }
     // A fresh name for a temporary file under tmp/.
     std::string tmp_name(const char* what) const;

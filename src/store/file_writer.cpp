@@ -1,4 +1,4 @@
-#include "store/file_writer.hpp"
+#include "file_writer.hpp"
 
 #include <algorithm>
 #include <cstring>

@@ -3,11 +3,11 @@
 // falls back to a staging file on the store's disk for anything else.
 #include <memory>
 
-#include "store/context.hpp"
-#include "store/object_encoder.hpp"
-#include "store/version_reader.hpp"
+#include "context.hpp"
+#include "object_encoder.hpp"
 #include "tpde/format/block_plan.hpp"
 #include "tpde/format/stream_segmenter.hpp"
+#include "version_reader.hpp"
 
 namespace tpde::store {
 

@@ -4,8 +4,8 @@
 #include <map>
 #include <spdlog/spdlog.h>
 
-#include "store/maintenance.hpp"
-#include "store/store_impl.hpp"
+#include "maintenance.hpp"
+#include "store_impl.hpp"
 
 namespace tpde::store {
 namespace {

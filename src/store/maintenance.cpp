@@ -1,61 +1,17 @@
-#include "store/maintenance.hpp"
+#include "maintenance.hpp"
 
 #include <algorithm>
 #include <fcntl.h>
 #include <map>
 #include <spdlog/spdlog.h>
 
-#include "store/object_encoder.hpp"
+#include "object_encoder.hpp"
 #include "tpde/format/block_plan.hpp"
 
 namespace tpde::store {
 namespace {
 
-std::vector<std::string> digit_runs(const std::string& s) {
-    std::vector<std::string> runs;
-    for (std::size_t i = 0; i < s.size();) {
-        if (std::isdigit(static_cast<unsigned char>(s[i]))) {
-            auto j = i;
-            while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
-            runs.push_back(s.substr(i, j - i));
-            i = j;
-        } else {
-            ++i;
-        }
-    }
-    return runs;
-}
-
 using members = std::vector<chain::member>;
-
-std::string directory_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? "" : path.substr(0, slash);
-}
-std::string file_name_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-bool has_digits(const std::string& s) {
-    return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
-}
-// The digit runs of the path components that name a rank (mp_rank_01, rank3, pp_rank_0):
-// Megatron's iter_0000100/mp_rank_01/model_optim_rng.pt keeps the rank in a directory, so
-// the same-file-name rule below does not tell ranks apart there.
-std::vector<std::string> rank_ids(const std::string& path) {
-    std::vector<std::string> ids;
-    for (std::size_t start = 0; start <= path.size();) {
-        auto end = std::min(path.find('/', start), path.size());
-        std::string part = path.substr(start, end - start);
-        std::string lower = part;
-        std::transform(lower.begin(), lower.end(), lower.begin(),
-                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        if (lower.find("rank") != std::string::npos)
-            for (auto& r : digit_runs(part)) ids.push_back(std::move(r));
-        start = end + 1;
-    }
-    return ids;
-}
 
 const chain::member* find(const members& ms, const std::string& vid) {
     for (const auto& m : ms)
@@ -79,16 +35,6 @@ std::uint64_t object_uid(const chain& c, const std::string& vid) {
 }
 
 } // namespace
-
-std::vector<int> digit_match_score(const std::string& path, const std::string& candidate) {
-    auto a = digit_runs(path), b = digit_runs(candidate);
-    std::vector<int> score;
-    for (std::size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-        bool eq = i < a.size() && i < b.size() && a[a.size() - 1 - i] == b[b.size() - 1 - i];
-        score.push_back(eq ? 1 : 0);
-    }
-    return score;
-}
 
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base) {
     std::shared_ptr<const version_reader> target, ref;
@@ -140,18 +86,10 @@ bool compact_after_commit(store_context& ctx, const chain& c, const std::string&
     }
     const chain::member* best = nullptr;
     std::vector<int> best_score;
-    // Where the step is in a directory (global_step10/, checkpoint-500/), the file name holds
-    // the rank or shard (mp_rank_01_model_states.pt, __1_0.distcp, model-00002-of-00004): a
-    // predecessor has the same file name; another name is a sibling of the same step.
-    // Whatever the layout, a file naming a rank chains against the same rank.
-    const bool step_in_directory = has_digits(directory_of(next->rec.path));
-    const auto ranks = rank_ids(next->rec.path);
     for (const auto& m : ms) {
         if (&m == next || !m.error.empty() || m.links < 2 || !m.base.empty() || m.rec.size == 0 ||
-            m.rec.seq > next->rec.seq)
+            m.rec.seq > next->rec.seq || !same_series(m.rec.path, next->rec.path))
             continue;
-        if (step_in_directory && file_name_of(m.rec.path) != file_name_of(next->rec.path)) continue;
-        if (rank_ids(m.rec.path) != ranks) continue;
         auto score = digit_match_score(next->rec.path, m.rec.path);
         if (!best || score > best_score || (score == best_score && m.rec.seq > best->rec.seq)) {
             best = &m;
@@ -265,6 +203,90 @@ void collect_chain(store_context& ctx, const chain& c) {
         for (const auto& m : ms)
             if (m.base == d->rec.version) reencode(ctx, c, m.rec.version, target);
     }
+}
+
+maintenance_queue::maintenance_queue(store_context& ctx, bool background) : ctx_(ctx) {
+    if (!background) return;
+    // Re-encodings run below writers, readers (and training) on a busy machine.
+    constexpr int background_nice = 10;
+    ctx_.background_pool = std::make_unique<util::thread_pool>(
+        std::max(1u, ctx_.opts.encode_threads), background_nice);
+    worker_ = std::thread([this] {
+        store_context::mark_background_thread();
+        util::lower_this_thread_priority(background_nice);
+        loop();
+    });
+}
+
+maintenance_queue::~maintenance_queue() {
+    if (!worker_.joinable()) return;
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    work_cv_.notify_all();
+    worker_.join();
+}
+
+void maintenance_queue::schedule(maintenance_task t) {
+    if (!worker_.joinable()) {
+        run(t);
+        return;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (!queued_.insert(t).second) return;
+        tasks_.push_back(std::move(t));
+    }
+    work_cv_.notify_one();
+}
+
+void maintenance_queue::run(const maintenance_task& t) {
+    try {
+        chain c(ctx_, t.chain_id);
+        if (t.what == maintenance_task::kind::compact) {
+            // The previous version first: it reads this one while still uncompressed (fast).
+            compact_after_commit(ctx_, c, t.version);
+            compress_uncompressed(ctx_, c);
+        } else {
+            collect_chain(ctx_, c);
+        }
+    } catch (const sys::injected_crash&) {
+        throw;
+    } catch (const std::exception& e) {
+        spdlog::error("store maintenance of chain {}: {}", t.chain_id, e.what());
+    }
+}
+
+void maintenance_queue::loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        work_cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return; // stopping, and everything queued is done
+        auto t = std::move(tasks_.front());
+        tasks_.pop_front();
+        queued_.erase(t);
+        busy_ = true;
+        lock.unlock();
+        try {
+            run(t);
+        } catch (...) {
+        }
+        lock.lock();
+        busy_ = false;
+        if (tasks_.empty()) idle_cv_.notify_all();
+    }
+}
+
+std::uint64_t maintenance_queue::pending() const {
+    std::lock_guard lock(mutex_);
+    return tasks_.size() + (busy_ ? 1 : 0);
+}
+
+void maintenance_queue::wait_idle() {
+    if (!worker_.joinable()) return;
+    std::unique_lock lock(mutex_);
+    idle_cv_.wait(lock, [&] { return tasks_.empty() && !busy_; });
 }
 
 } // namespace tpde::store

@@ -1,10 +1,15 @@
 #pragma once
 // Work on a chain after the fact: re-encoding the previous version as a delta against a
 // newly committed one (compaction), and freeing versions no file names (collection), which
-// first re-encodes what was encoded against them.
+// first re-encodes what was encoded against them; and the queue that runs that work.
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 
-#include "store/chain.hpp"
+#include "chain.hpp"
 
 namespace tpde::store {
 
@@ -29,8 +34,45 @@ void compress_uncompressed(store_context& ctx, const chain& c);
 // version changed meanwhile. Returns whether the swap happened.
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base);
 
-// Orders candidate predecessors: how well the digit runs of `candidate` match those of
-// `path`, later runs weighing more (ranks and shard numbers come after step numbers).
-std::vector<int> digit_match_score(const std::string& path, const std::string& candidate);
+// One piece of maintenance: after a commit of `version` (compact the previous version of
+// the chain against it, compress it), or after a version of the chain lost its last name
+// (collect).
+struct maintenance_task {
+    enum class kind { compact, collect };
+    kind what{kind::collect};
+    std::string chain_id, version;
+    auto operator<=>(const maintenance_task&) const = default;
+};
+
+// Runs maintenance tasks, in order, on a background thread at low CPU priority (a mount) or
+// inline, before schedule() returns (tools, tests). A task already waiting is not queued
+// again. Errors are logged: maintenance is an optimisation, every version stays readable
+// without it.
+class maintenance_queue {
+public:
+    // `background`: a thread of its own, and ctx.background_pool for its encoding.
+    maintenance_queue(store_context& ctx, bool background);
+    ~maintenance_queue(); // finishes what is queued
+    maintenance_queue(const maintenance_queue&) = delete;
+    maintenance_queue& operator=(const maintenance_queue&) = delete;
+
+    void schedule(maintenance_task t);
+    // Returns once nothing is queued or running.
+    void wait_idle();
+    // Tasks queued or running.
+    std::uint64_t pending() const;
+
+private:
+    void run(const maintenance_task& t);
+    void loop();
+
+    store_context& ctx_;
+    mutable std::mutex mutex_;
+    std::condition_variable work_cv_, idle_cv_;
+    std::deque<maintenance_task> tasks_;
+    std::set<maintenance_task> queued_;
+    bool busy_{false}, stopping_{false};
+    std::thread worker_;
+};
 
 } // namespace tpde::store

@@ -1,4 +1,4 @@
-#include "store/object_encoder.hpp"
+#include "object_encoder.hpp"
 
 #include <memory>
 

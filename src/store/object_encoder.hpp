@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "store/context.hpp"
-#include "store/object_file.hpp"
+#include "context.hpp"
+#include "object_file.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/util/ordered_pipeline.hpp"
 

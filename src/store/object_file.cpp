@@ -1,4 +1,4 @@
-#include "store/object_file.hpp"
+#include "object_file.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -6,7 +6,7 @@
 #include <random>
 #include <sys/stat.h>
 
-#include "codec/byte_io.hpp"
+#include "tpde/util/little_endian.hpp"
 #include "tpde/util/xxhash.hpp"
 
 namespace tpde::store {
@@ -23,10 +23,14 @@ constexpr std::size_t direct_write_min = 64u << 10; // larger payloads skip the 
 constexpr std::size_t gather_bytes = 1u << 20;
 constexpr std::uint8_t no_type = 0xff;
 
-using codec::detail::byte_sink;
-using codec::detail::byte_source;
-using codec::detail::load_le;
-using codec::detail::store_le;
+using util::byte_sink;
+using util::load_le;
+using util::store_le;
+// A footer read past its end: reported as the object's damage (corrupt_store) by the caller.
+struct footer_truncated : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+using byte_source = util::byte_source<footer_truncated>;
 
 } // namespace
 
@@ -76,7 +80,7 @@ std::vector<std::byte> encode_footer(const object_footer& f) {
 
 object_footer decode_footer(std::span<const std::byte> bytes, const std::string& shown) {
     try {
-        byte_source s(bytes);
+        byte_source s(bytes, "object footer");
         object_footer f;
         f.uid = s.get<std::uint64_t>();
         f.logical_size = s.get<std::uint64_t>();
@@ -124,7 +128,7 @@ object_footer decode_footer(std::span<const std::byte> bytes, const std::string&
         f.uncompressed = flags & 1;
         if (s.remaining() != 0) throw corrupt_store(shown + ": trailing bytes in footer");
         return f;
-    } catch (const codec::decode_error&) {
+    } catch (const footer_truncated&) {
         throw corrupt_store(shown + ": object footer truncated");
     }
 }

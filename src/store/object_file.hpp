@@ -13,10 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "store/sys.hpp"
 #include "tpde/format/segment.hpp"
+#include "tpde/store/error.hpp"
+#include "tpde/util/sys.hpp"
 
 namespace tpde::store {
+
+namespace sys = util::sys; // the store's system calls
 
 struct block_entry {
     std::uint64_t offset{0}; // in the version's content

@@ -1,14 +1,20 @@
 #pragma once
-// The store's implementation class, shared by store.cpp (namespace, commit, open) and
-// fsck.cpp. Internal to src/store.
-#include <condition_variable>
-#include <deque>
+// The store's implementation class: opening (store_open.cpp), recovery at open
+// (recovery.cpp), namespace and files (store.cpp), the commit protocol (commit.cpp) and
+// fsck (fsck.cpp). Internal to src/store.
+//
+// Locks: ns_mutex_ (a commit's check-then-rename against rename and unlink) and a chain's
+// chain_lock (flock on chains/<id>/lock: readers shared, object swaps and deletions
+// exclusive) are never held together; either may be held while the block cache takes its own
+// mutexes, never the other way round. The store lock (lock_file_) is held for the store's
+// lifetime. The maintenance queue's mutex is held only around its own queue. Callers above
+// (the FUSE layer) call in holding their own locks, which therefore come first.
+#include <memory>
 #include <mutex>
-#include <set>
-#include <thread>
 
-#include "store/chain.hpp"
-#include "store/file_writer.hpp"
+#include "chain.hpp"
+#include "file_writer.hpp"
+#include "maintenance.hpp"
 
 namespace tpde::store {
 
@@ -57,17 +63,6 @@ public:
     std::shared_ptr<const version_reader> open_version_of(const std::string& path) override;
 
 private:
-    struct task {
-        bool compact; // else collect
-        std::string chain_id, version;
-        bool operator<(const task& o) const {
-            return std::tie(compact, chain_id, version) <
-                   std::tie(o.compact, o.chain_id, o.version);
-        }
-    };
-    void schedule(task t);
-    void run_task(const task& t);
-    void maintenance_loop();
     std::string publish_new(const std::string& path, const std::string& expected,
                             object_encoder& enc, std::uint64_t size, std::uint32_t mode);
     void check_writable() const;
@@ -76,18 +71,15 @@ private:
     std::string full(const std::string& path) const { return ctx_.shown_ns(path); }
 
     store_context ctx_;
-    sys::fd lock_file_;
+    sys::fd lock_file_;   // flock: one writable process per store
     std::mutex ns_mutex_; // makes check-then-rename of a commit atomic against rename/unlink
-
-    mutable std::mutex tasks_mutex_;
-    std::condition_variable tasks_cv_, idle_cv_;
-    std::deque<task> tasks_;
-    std::set<task> queued_;
-    bool busy_{false}, stopping_{false};
-    std::thread worker_;
+    // Declared last: destroyed first, so queued work finishes while everything it uses lives.
+    std::unique_ptr<maintenance_queue> maintenance_;
 };
 
 // "a/b" checked (no "..", no empty components) and as a path relative to ns/ ("." for "").
 std::string ns_rel(const std::string& path);
+// The directory of a path relative to ns/ ("." at the top).
+std::string parent_rel(const std::string& rel);
 
 } // namespace tpde::store

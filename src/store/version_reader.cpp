@@ -1,4 +1,4 @@
-#include "store/version_reader.hpp"
+#include "version_reader.hpp"
 
 #include <algorithm>
 #include <condition_variable>

@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "store/context.hpp"
-#include "store/object_file.hpp"
+#include "context.hpp"
+#include "object_file.hpp"
 
 namespace tpde::store {
 

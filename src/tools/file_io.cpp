@@ -1,7 +1,7 @@
 #include "file_io.hpp"
 
-#include "store/sys.hpp"
 #include "tpde/util/scratch.hpp"
+#include "tpde/util/sys.hpp"
 
 #include <algorithm>
 #include <array>
@@ -57,7 +57,7 @@ std::span<const std::byte> input_file::read(std::uint64_t offset, std::size_t n,
 }
 
 void input_file::read_exact(std::uint64_t offset, std::span<std::byte> out) const {
-    store::sys::pread_exact(fd_, out, offset, path_.string());
+    util::sys::pread_exact(fd_, out, offset, path_.string());
 }
 
 output_file::output_file(std::filesystem::path path) : path_(std::move(path)) {
@@ -105,12 +105,12 @@ void output_file::write(std::initializer_list<std::span<const std::byte>> parts)
     std::size_t n = 0;
     all[n++] = buffer_;
     for (auto p : parts) all[n++] = p;
-    store::sys::writev_all(fd_, std::span(all.data(), n), written_path().string());
+    util::sys::writev_all(fd_, std::span(all.data(), n), written_path().string());
     buffer_.clear();
 }
 
 void output_file::flush_buffer() {
-    store::sys::write_all(fd_, buffer_, written_path().string());
+    util::sys::write_all(fd_, buffer_, written_path().string());
     buffer_.clear();
 }
 

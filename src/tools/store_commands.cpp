@@ -28,7 +28,7 @@ struct store_args {
 store::store_options options_for(const store_args& a, bool read_only = false) {
     store::store_options o;
     o.encode_threads = a.threads;
-    o.cache_bytes = a.cache_mib << 20;
+    o.cache.max_bytes = a.cache_mib << 20;
     o.read_only = read_only;
     return o;
 }

@@ -12,14 +12,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "codec/byte_io.hpp"
-#include "store/object_file.hpp"
+#include "../../src/store/object_file.hpp"
 #include "tpde/codec/codec.hpp"
+#include "tpde/util/little_endian.hpp"
 #include "tpde/util/xxhash.hpp"
 
 using namespace tpde;
-using codec::detail::load_le;
-using codec::detail::store_le;
+using util::load_le;
+using util::store_le;
 
 namespace {
 

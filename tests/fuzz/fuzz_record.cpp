@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "store/chain.hpp"
+#include "../../src/store/chain.hpp"
 
 using namespace tpde;
 

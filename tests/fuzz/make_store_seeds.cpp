@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
             store::store_options o;
             o.block_size = 4096;
             o.encode_threads = 1;
-            o.cache_bytes = 1u << 20;
+            o.cache.max_bytes = 1u << 20;
             auto s = store::store::open(tmp / "store", o);
             s->mkdir("run", 0755);
             for (int step : {1, 2, 3}) {

@@ -2,8 +2,8 @@
 // after it (the process is dead), for every n until the operation completes. Reopening the
 // store must then find every file either as it was before or as the operation left it,
 // nothing committed lost, and fsck clean.
-#include "store/sys.hpp"
 #include "store_test_util.hpp"
+#include "tpde/util/sys.hpp"
 
 using namespace tpde;
 using namespace tpde::test;
@@ -53,16 +53,16 @@ int crash_everywhere(Setup setup, Op op, Check check) {
         bool crashed = false;
         {
             auto s = store::store::open(root, opts());
-            store::sys::arm_crash_after(n);
+            util::sys::arm_crash_after(n);
             try {
                 op(*s);
-            } catch (const store::sys::injected_crash&) {
+            } catch (const util::sys::injected_crash&) {
                 crashed = true;
             }
-            if (!crashed) store::sys::disarm_crash();
+            if (!crashed) util::sys::disarm_crash();
             // The "dead" process's objects go away here without doing any more I/O.
         }
-        store::sys::disarm_crash();
+        util::sys::disarm_crash();
         store::recovery_report rep;
         auto s = store::store::open(root, opts(), &rep);
         check(*s, crashed);
@@ -175,9 +175,9 @@ TEST(StoreFailure, FailedWriteIsNeverCommitted) {
         auto w = s->open_writer("last.ckpt", true);
         const std::size_t mib = 1u << 20;
         w->write(0, std::span(traj[1]).subspan(0, mib));
-        store::sys::arm_crash_after(0); // the next write system call fails
+        util::sys::arm_crash_after(0); // the next write system call fails
         EXPECT_THROW(w->write(mib, std::span(traj[1]).subspan(mib, mib)), std::exception);
-        store::sys::disarm_crash();
+        util::sys::disarm_crash();
         try {
             w->write(2 * mib, std::span(traj[1]).subspan(2 * mib));
             w->commit();

@@ -22,7 +22,7 @@ store::store_options small_blocks() {
     store::store_options o;
     o.block_size = 32u << 10;
     o.encode_threads = 2;
-    o.cache_bytes = 8u << 20;
+    o.cache.max_bytes = 8u << 20;
     return o;
 }
 

@@ -1,20 +1,12 @@
 #pragma once
 // Errors of the store carry an errno, so the one place that talks to the kernel (the FUSE
-// driver) can answer with it, and a message naming the file for the log and the CLI.
-#include <cerrno>
-#include <stdexcept>
-#include <string>
+// driver) can answer with it, and a message naming the file for the log and the CLI. They
+// are the system-call errors of util (a failed write is already a store error).
+#include "tpde/util/os_error.hpp"
 
 namespace tpde::store {
 
-class store_error : public std::runtime_error {
-public:
-    store_error(int err, const std::string& what) : std::runtime_error(what), errno_(err) {}
-    int error_number() const { return errno_; }
-
-private:
-    int errno_;
-};
+using store_error = util::os_error;
 
 // A stored object failed its checks (bad checksum, truncated, missing base): EIO to callers.
 class corrupt_store : public store_error {

@@ -24,7 +24,7 @@ namespace tpde::store {
 struct store_options {
     unsigned encode_threads{std::max(1u, std::thread::hardware_concurrency())};
     std::uint32_t block_size{128u << 10};
-    std::size_t cache_bytes{512u << 20};
+    cache::cache_options cache{}; // the decoded-block cache shared by every reader
     // Blocks decoded ahead of a sequential reader, on the encode workers.
     unsigned read_ahead_blocks{16};
     // Frames decoded per block to read any version, at most (the newest: 1). A chain longer

@@ -1,15 +1,16 @@
 #pragma once
-// The store's system calls: RAII descriptors, errors as store_error naming the path, and a
-// fault injector that tests use to simulate a crash after any mutating call of a commit.
+// The POSIX system calls of the store and the tools: RAII descriptors, loops that finish
+// short reads and writes, errors as os_error naming the path, and a fault injector that
+// tests use to simulate a crash after any mutating call (of a commit, say).
 #include <cstdint>
 #include <span>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
 
-#include "tpde/store/error.hpp"
+#include "tpde/util/os_error.hpp"
 
-namespace tpde::store::sys {
+namespace tpde::util::sys {
 
 class fd {
 public:
@@ -37,7 +38,7 @@ private:
     int fd_{-1};
 };
 
-// Throws store_error(errno) with "<what> <path>: <strerror>".
+// Throws os_error(errno) with "<what> <path>: <strerror>".
 [[noreturn]] void fail(const std::string& what, const std::string& path);
 [[noreturn]] void fail(int err, const std::string& what, const std::string& path);
 
@@ -62,6 +63,7 @@ void pwrite_all(int f, std::span<const std::byte> bytes, std::uint64_t off,
 void pwritev_all(int f, std::span<const std::span<const std::byte>> parts, std::uint64_t off,
                  const std::string& shown);
 void writev_all(int f, std::span<const std::span<const std::byte>> parts, const std::string& shown);
+// Throws os_error(EIO, "<shown>: unexpected end of file") when the file ends first.
 void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::string& shown);
 void fsync_fd(int f, const std::string& shown);
 void fsync_dir(int dirfd, const std::string& rel, const std::string& shown);
@@ -74,6 +76,8 @@ void unlink_at(int dirfd, const std::string& rel, int flags, const std::string& 
 bool remove_if_exists(int dirfd, const std::string& rel, int flags = 0);
 bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow = false);
 std::vector<std::string> list_dir(int dirfd, const std::string& rel);
-std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown);
+// The whole file, at most `limit` bytes (os_error EFBIG beyond).
+std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown,
+                            std::size_t limit = 1u << 20);
 
-} // namespace tpde::store::sys
+} // namespace tpde::util::sys

@@ -1,4 +1,4 @@
-#include "store/sys.hpp"
+#include "tpde/util/sys.hpp"
 
 #include <array>
 #include <atomic>
@@ -11,7 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-namespace tpde::store::sys {
+namespace tpde::util::sys {
 
 void fd::reset() {
     if (fd_ >= 0) ::close(fd_);
@@ -19,7 +19,7 @@ void fd::reset() {
 }
 
 void fail(int err, const std::string& what, const std::string& path) {
-    throw store_error(err, fmt::format("{} {}: {}", what, path, std::strerror(err)));
+    throw os_error(err, fmt::format("{} {}: {}", what, path, std::strerror(err)));
 }
 void fail(const std::string& what, const std::string& path) {
     fail(errno, what, path);
@@ -128,7 +128,7 @@ void pread_exact(int f, std::span<std::byte> out, std::uint64_t off, const std::
             if (errno == EINTR) continue;
             fail("cannot read", shown);
         }
-        if (n == 0) throw corrupt_store(fmt::format("{}: unexpected end of file", shown));
+        if (n == 0) throw os_error(EIO, fmt::format("{}: unexpected end of file", shown));
         out = out.subspan(static_cast<std::size_t>(n));
         off += static_cast<std::uint64_t>(n);
     }
@@ -195,7 +195,8 @@ std::vector<std::string> list_dir(int dirfd, const std::string& rel) {
     return names;
 }
 
-std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown) {
+std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown,
+                            std::size_t limit) {
     auto f = open_at(dirfd, rel, O_RDONLY, 0, shown);
     std::string s;
     char buf[4096];
@@ -207,9 +208,10 @@ std::string read_small_file(int dirfd, const std::string& rel, const std::string
         }
         if (n == 0) break;
         s.append(buf, static_cast<std::size_t>(n));
-        if (s.size() > (1u << 20)) throw corrupt_store(shown + ": record larger than 1 MiB");
+        if (s.size() > limit)
+            throw os_error(EFBIG, fmt::format("{}: larger than {} bytes", shown, limit));
     }
     return s;
 }
 
-} // namespace tpde::store::sys
+} // namespace tpde::util::sys

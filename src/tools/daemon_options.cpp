@@ -1,0 +1,105 @@
+#include "daemon_options.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace tpde::tools {
+namespace {
+
+// Items mount(8), fstab and systemd pass to every filesystem; they mean nothing here.
+const std::set<std::string> generic_mount_items = {
+    "rw", "defaults", "nodev", "nosuid", "noatime", "nofail", "auto", "noauto", "_netdev",
+};
+
+// -o spellings that differ from the option's name.
+std::string option_for(const std::string& key) {
+    if (key == "ro") return "--read-only";
+    std::string name = "--" + key;
+    std::replace(name.begin(), name.end(), '_', '-');
+    return name;
+}
+
+} // namespace
+
+daemon_option_table::daemon_option_table(CLI::App& app, daemon_options& o) : app_(app), o_(o) {
+    app.add_option("STORE", o.store_dir, "store directory (created when missing or empty)")
+        ->required();
+    app.add_option("MOUNTPOINT", o.mount.mountpoint, "existing directory to mount on")
+        ->required()
+        ->check(CLI::ExistingDirectory);
+    app.add_option("-o", items_,
+                   "mount options, comma-separated: every --long-option below as key=value "
+                   "with '_' for '-' (cache_mib=256, read_only, allow_other...), ro for "
+                   "read_only; rw, defaults, noatime, nodev, nosuid, nofail, auto, noauto, "
+                   "_netdev are accepted and ignored")
+        ->delimiter(',');
+    app.add_flag("-f,--foreground", o.foreground, "stay in the foreground (logs to stderr)");
+    app.add_flag("-d,--debug", o.mount.debug, "foreground, debug log and every FUSE request");
+
+    // Sizes are given in MiB and KiB; the structs hold bytes.
+    const store::store_options store_defaults{};
+    app.add_option_function<std::size_t>(
+           "--cache-mib", [&o](std::size_t v) { o.store.cache.max_bytes = v << 20; },
+           "decoded-block cache size, MiB")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+        ->default_str(std::to_string(store_defaults.cache.max_bytes >> 20));
+    app.add_option_function<std::uint32_t>(
+           "--block-kib", [&o](std::uint32_t v) { o.store.block_size = v << 10; },
+           "largest encoded block, KiB")
+        ->check(CLI::Range(4u, 4096u))
+        ->default_str(std::to_string(store_defaults.block_size >> 10));
+    app.add_option("--encode-threads", o.store.encode_threads, "encode/decode worker threads")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    app.add_option("--max-read-depth", o.store.max_read_depth,
+                   "retention: frames decoded per block to read any version, at most (a chain "
+                   "keeps a standalone version every N)")
+        ->check(CLI::Range(1u, 64u))
+        ->capture_default_str();
+    app.add_option("--fuse-threads", o.mount.fuse_threads, "FUSE request threads, at most")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    app.add_option("--read-ahead-kib", o.mount.read_ahead_kib,
+                   "kernel read-ahead for the mount, KiB (0: leave the default); larger means "
+                   "fewer, larger read requests")
+        ->check(CLI::Range(0u, 65536u))
+        ->capture_default_str();
+    app.add_flag(
+        "--allow-other", o.mount.allow_other,
+        "let other users use the mount (needs user_allow_other in /etc/fuse.conf unless root)");
+    app.add_flag("--read-only", o.mount.read_only, "mount read-only");
+    app.add_option("--log-file", o.log_file,
+                   "log here (default: stderr in the foreground, syslog as a daemon)");
+}
+
+void daemon_option_table::apply_mount_options() {
+    for (const auto& item : items_) {
+        if (item.empty() || generic_mount_items.count(item)) continue;
+        auto eq = item.find('=');
+        auto key = item.substr(0, eq);
+        CLI::Option* opt = nullptr;
+        try {
+            opt = key == "o" || key.empty() ? nullptr : app_.get_option(option_for(key));
+        } catch (const CLI::OptionNotFound&) {
+        }
+        if (!opt || opt->get_positional())
+            throw CLI::ValidationError("-o",
+                                       "unknown mount option '" + item + "' (see tpdefs --help)");
+        std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+        if (opt->get_expected_min() == 0) { // a flag: `-o key` or `-o key=true|false`
+            if (value.empty()) value = "true";
+        } else if (eq == std::string::npos) {
+            throw CLI::ValidationError("-o " + key, "needs a value (" + key + "=...)");
+        }
+        try {
+            opt->clear();
+            opt->add_result(value);
+            opt->run_callback();
+        } catch (const CLI::ParseError& e) {
+            throw CLI::ValidationError("-o " + item, e.what());
+        }
+    }
+    o_.store.read_only = o_.mount.read_only;
+}
+
+} // namespace tpde::tools

@@ -219,6 +219,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     });
 }
 
+// The reply copies the bytes into a per-thread buffer. Gathering views of the cached decoded
+// blocks into fuse_reply_iov instead was measured (100 MB checkpoint, blocks in the daemon's
+// cache, kernel page cache dropped, 11 alternating fresh mounts): median 0.079 s against
+// 0.070 s for the copy, minimum 0.065 s both; and on blocks not yet decoded it loses the
+// parallel decode straight into the buffer (0.28 s against 0.13 s). The copy stays.
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
     guarded(req, "read", [&] {
         thread_local std::vector<std::byte> buf;

@@ -21,8 +21,9 @@ namespace {
 
 struct store_args {
     fs::path store;
-    unsigned threads{std::max(1u, std::thread::hardware_concurrency())};
-    std::size_t cache_mib{256};
+    unsigned threads{store::store_options{}.encode_threads};
+    // Half the daemon's: a command runs beside training, briefly.
+    std::size_t cache_mib{store::store_options{}.cache.max_bytes / 2 >> 20};
 };
 
 store::store_options options_for(const store_args& a, bool read_only = false) {

@@ -443,14 +443,18 @@ end-volume
                 self.unmount_client(c.index)
             except Exception as e:         # go on: the rest must be removed anyway
                 _log(f"unmount client {c.index}: {e}")
+        t1 = time.monotonic()
         try:   # stopping the volume stops the brick processes; glusterd alone would leave them
             if os.path.exists(self.sock):
                 self.gluster("volume", "stop", self.volume, "force", check=False, timeout=60)
         except Exception as e:
             _log(f"volume stop: {e}")
+        t2 = time.monotonic()
         down_leftovers(self.base)
-        self.timings["down"] = time.monotonic() - t0
-        _log(f"down in {self.timings['down']:.1f}s")
+        t3 = time.monotonic()
+        self.timings.update(down=t3 - t0, down_unmount=t1 - t0, down_volume=t2 - t1, down_rest=t3 - t2)
+        _log(f"down in {t3 - t0:.1f}s (unmount {t1 - t0:.1f}s, volume stop {t2 - t1:.1f}s, "
+             f"processes+netns+files {t3 - t2:.1f}s)")
 
     def __enter__(self):
         return self.up()

@@ -7,7 +7,8 @@ that volume. Each client mount stands for one host: its own glusterfs client pro
 a test can cut that host's network while its processes live on).
 
 Everything lives under one base directory (default /tmp/tpdefs-gluster, env
-TPDEFS_GLUSTER_DIR): glusterd's state (working-directory and run-directory point there,
+TPDEFS_GLUSTER_DIR; TPDEFS_GLUSTER_KEEP_LOGS=DIR copies the logs there at teardown):
+glusterd's state (working-directory and run-directory point there,
 not /var/lib/glusterd), bricks, mount points, logs. Teardown finds what to remove from
 that directory's name alone (mounts under it, processes whose command line names it,
 namespaces with our prefix), so `down` also cleans up after a run that was killed.
@@ -512,6 +513,15 @@ def down_leftovers(base=BASE_DIR):
     for ns in _netns_list():
         if ns.startswith(NS_PREFIX):
             _run(["ip", "netns", "del", ns], check=False)   # takes its veths and bridge along
+    keep = os.environ.get("TPDEFS_GLUSTER_KEEP_LOGS")
+    if keep and os.path.isdir(f"{base}/log"):
+        # For debugging a failed run: glusterd's, the clients' and the bricks' logs.
+        dst = os.path.join(keep, time.strftime("%Y%m%d-%H%M%S"))
+        shutil.copytree(f"{base}/log", dst, dirs_exist_ok=True)
+        bricks = "/var/log/glusterfs/bricks"
+        for name in os.listdir(bricks) if os.path.isdir(bricks) else []:
+            if name.startswith(base.strip("/").replace("/", "-")):
+                shutil.copy(os.path.join(bricks, name), dst)
     snap_file = f"{base}/system-dirs.json"
     if os.path.exists(snap_file):
         with open(snap_file) as f:

@@ -455,8 +455,15 @@ def section_races(gc, cfg, n):
     _write(f"{a}/nr1", b"1")
     _write(f"{a}/nr2", b"2")
     r = renameat2(f"{a}/nr1", f"{a}/nr2", RENAME_NOREPLACE)
-    row("races", "renameat2(NOREPLACE) onto existing name", cfg,
-        f"rc {r} {errname(ctypes.get_errno()) if r else ''}, target still '{_read(f'{b}/nr2').decode()}'")
+    e1 = errname(ctypes.get_errno()) if r else "ok"
+    r2 = renameat2(f"{a}/nr1", f"{a}/nr-new", RENAME_NOREPLACE)
+    e2 = errname(ctypes.get_errno()) if r2 else "ok"
+    _write(f"{b}/nr3", b"3")      # a name this client (A) has never looked up
+    r3 = renameat2(f"{a}/nr1", f"{a}/nr3", RENAME_NOREPLACE)
+    e3 = errname(ctypes.get_errno()) if r3 else "ok"
+    row("races", "renameat2(NOREPLACE) on A onto: a name A knows exists / a free name / a name only B created", cfg,
+        f"{e1} / {e2} / {e3}; targets now '{_read(f'{b}/nr2').decode()}' / "
+        f"{os.path.exists(f'{b}/nr-new')} / '{_read(f'{b}/nr3').decode()}'")
     # link counts on the other client
     _write(f"{a}/ln1", b"x")
     os.link(f"{a}/ln1", f"{a}/ln2")
@@ -517,7 +524,7 @@ def section_xattr(gc, cfg):
     _write("/tmp/tpg-xattr-local", b"x")
     lm, lerr = _max_xattr("/tmp/tpg-xattr-local")
     os.unlink("/tmp/tpg-xattr-local")
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", gc.base], capture_output=True, text=True).stdout.strip()
+    fstype = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", gc.base], capture_output=True, text=True).stdout.strip()
     row("xattr", f"max user.* value via mount (brick fs {fstype})", cfg,
         f"{m} B (one more: {err}); B reads {seen} B; same fs locally: {lm} B ({lerr})")
 
@@ -750,11 +757,22 @@ def main():
     if "release" in only and not a.quick:
         with_cluster(dict(strict=True, volume_options={"network.ping-timeout": "5"}),
                      lambda gc: timed("release pt5", lambda: section_release(gc, "strict, ping-timeout 5", a.quick)))
+    if "release" in only:
+        # The brick's lock revocation: a lock held longer than N s is taken away when
+        # another client waits for it (what a frozen holder needs; and a live one suffers).
+        with_cluster(dict(strict=True, volume_options={"features.locks-revocation-secs": "5"}),
+                     lambda gc: timed("release revocation5", lambda: section_release(
+                         gc, "strict, locks-revocation-secs 5", True)))
     if "partition" in only:
-        for pt in ("42", "5"):
-            with_cluster(dict(strict=True, netns=True, volume_options={"network.ping-timeout": pt}),
-                         lambda gc, pt=pt: timed(f"partition pt{pt}", lambda: section_partition(
-                             gc, f"strict, netns, ping-timeout {pt}", a.quick)))
+        fast_server = {"network.ping-timeout": "5", "server.tcp-user-timeout": "5",
+                       "server.keepalive-time": "2", "server.keepalive-interval": "1",
+                       "server.keepalive-count": "3"}
+        for label, opts, q in (("ping-timeout 42", {"network.ping-timeout": "42"}, a.quick),
+                               ("ping-timeout 5", {"network.ping-timeout": "5"}, a.quick),
+                               ("ping-timeout 5, server tcp-user-timeout 5, keepalive 2+1x3", fast_server, True)):
+            with_cluster(dict(strict=True, netns=True, volume_options=opts),
+                         lambda gc, label=label, q=q: timed(f"partition {label}", lambda: section_partition(
+                             gc, f"strict, netns, {label}", q)))
     total = time.monotonic() - t_all
     meta = (f"GlusterFS {subprocess.run(['glusterfs', '--version'], capture_output=True, text=True).stdout.split()[1]}, "
             f"{os.uname().release}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; total {total:.0f} s "

@@ -215,8 +215,12 @@ class GlusterCluster:
     """Start with up() or `with`; always torn down by down(), atexit, or SIGTERM/SIGINT/SIGHUP."""
 
     def __init__(self, clients=2, bricks=1, netns=False, strict=True, volume_options=None,
-                 client_options=None, base_dir=BASE_DIR, volume=VOLUME, teardown_at_exit=True):
+                 client_options=None, base_dir=BASE_DIR, volume=VOLUME, teardown_at_exit=True,
+                 brick_mib=None):
+        """brick_mib: each brick on its own tmpfs of that size (a full-disk test fills it
+        in seconds); default: plain directories on the base dir's filesystem."""
         self.n_clients, self.n_bricks, self.netns = clients, bricks, netns
+        self.brick_mib = brick_mib
         self.volume, self.base = volume, os.path.abspath(base_dir)
         opts = dict(STRICT_VOLUME_OPTIONS) if strict else {}
         opts.update(volume_options or {})
@@ -333,6 +337,8 @@ end-volume
         for b in range(self.n_bricks):
             path = f"{self.base}/bricks/b{b}"
             os.makedirs(path, exist_ok=True)
+            if self.brick_mib:    # tmpfs keeps trusted.* and user.* xattrs, as gluster needs
+                _run(["mount", "-t", "tmpfs", "-o", f"size={self.brick_mib}m", "tpg-brick", path])
             bricks.append(f"{self.server_host}:{path}")
         # force: the bricks are on the root filesystem, which gluster refuses otherwise.
         self.gluster("volume", "create", self.volume, *bricks, "force")
@@ -423,7 +429,8 @@ end-volume
     # ----- state / down -----
     def info(self):
         return {"base": self.base, "volume": self.volume, "server": self.server_host,
-                "netns": self.netns, "bricks": self.n_bricks, "volume_options": self.volume_options,
+                "netns": self.netns, "bricks": self.n_bricks, "brick_mib": self.brick_mib,
+                "volume_options": self.volume_options,
                 "client_options": self.client_options, "clients": [c.as_dict() for c in self.clients],
                 "timings": {k: round(v, 2) for k, v in self.timings.items()}}
 
@@ -508,8 +515,14 @@ def down_leftovers(base=BASE_DIR):
         except ProcessLookupError:
             pass
     for mp in _mounts_under(base):
-        _unmount(mp)
-    _kill_and_wait(_pids_naming(base))
+        if not mp.startswith(f"{base}/bricks/"):   # tmpfs bricks: after their processes
+            _unmount(mp)
+    t_kill = time.monotonic()
+    left = _pids_naming(base)
+    _kill_and_wait(left)
+    t_kill = time.monotonic() - t_kill
+    if t_kill > 3:
+        _log(f"stopping processes {left} took {t_kill:.1f}s")
     for ns in _netns_list():
         if ns.startswith(NS_PREFIX):
             _run(["ip", "netns", "del", ns], check=False)   # takes its veths and bridge along
@@ -538,7 +551,11 @@ def down_leftovers(base=BASE_DIR):
     if os.path.isdir(base):
         for mp in _mounts_under(base):   # a lazily unmounted fs may linger a moment
             _unmount(mp)
+        t_rm = time.monotonic()
         shutil.rmtree(base, ignore_errors=True)
+        t_rm = time.monotonic() - t_rm
+        if t_rm > 3:
+            _log(f"removing {base} took {t_rm:.1f}s")
 
 
 # ----- teardown on exit and on signals -----
@@ -573,6 +590,7 @@ def main():
     up.add_argument("--bricks", type=int, default=1)
     up.add_argument("--netns", action="store_true", help="each client in its own network namespace")
     up.add_argument("--defaults", action="store_true", help="gluster's default options, not the strict ones")
+    up.add_argument("--brick-mib", type=int, help="each brick on a tmpfs of this size")
     sub.add_parser("down", help="tear down a running or crashed cluster")
     sub.add_parser("status", help="print the running cluster's state")
     a = ap.parse_args()
@@ -581,7 +599,8 @@ def main():
         if reason:
             print(f"SKIP: {reason}", file=sys.stderr)
             return 77
-        gc = GlusterCluster(a.clients, a.bricks, a.netns, strict=not a.defaults, teardown_at_exit=False)
+        gc = GlusterCluster(a.clients, a.bricks, a.netns, strict=not a.defaults, teardown_at_exit=False,
+                            brick_mib=a.brick_mib)
         try:
             gc.up()
         except BaseException:

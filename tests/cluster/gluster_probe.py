@@ -8,7 +8,7 @@ wait_acquire, race_excl_create, ...) are meant for reuse by tests.
 
     gluster_probe.py [--only SECTION,...] [--quick] [--out /work/exp/gluster_probe.md]
 
-Sections: locks, release, partition, stale, races, xattr, rates, throughput, misc.
+Sections: locks, release, partition, stale, races, xattr, rates, throughput, misc, enospc.
 Prints a markdown table (and saves it); the run time of each section is printed too.
 """
 
@@ -94,6 +94,39 @@ def wait_acquire(path, kind, timeout, interval=0.002):
         return None
     finally:
         os.close(fd)
+
+
+def _blocking_child(path, kind, w):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if kind == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLKW if kind == "posix" else fcntl.F_OFD_SETLKW,
+                    _flock_struct(fcntl.F_WRLCK))
+    os.write(w, b"1")
+    time.sleep(3600)
+
+
+def wait_acquire_blocking(path, kind, timeout):
+    """Like wait_acquire, but the waiter blocks in F_SETLKW/flock (a queued request on
+    the brick, which is what lock revocation reacts to). Seconds, or None."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            _blocking_child(path, kind, w)
+        finally:
+            os._exit(0)
+    os.close(w)
+    t0 = time.monotonic()
+    import select
+    ready, _, _ = select.select([r], [], [], timeout)
+    got = time.monotonic() - t0 if ready and os.read(r, 1) == b"1" else None
+    os.close(r)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return got
 
 
 class Holder:
@@ -224,6 +257,26 @@ def section_release(gc, cfg, quick):
         gc.remount(0)
 
 
+def section_blocking(gc, cfg, window=20):
+    """A blocking waiter on B against a live holder on A, and against a frozen one."""
+    a, b = gc.clients[0].mount, gc.clients[1].mount
+    for frozen in (False, True):
+        f = f"blk-{frozen}"
+        h = Holder(f"{a}/{f}", "posix")
+        if frozen:
+            gc.freeze_client(0)
+        got = wait_acquire_blocking(f"{b}/{f}", "posix", window)
+        if frozen:
+            gc.thaw_client(0)
+        seen = h.check()
+        h.kill()
+        row("release", f"posix: blocking F_SETLKW on B, holder on A {'frozen (SIGSTOP)' if frozen else 'alive, holding'}",
+            cfg, (f"B got lock after {got:.1f} s" if got is not None else f"still held after {window} s")
+            + f"; holder then sees: {seen}")
+        if frozen:
+            gc.remount(0)
+
+
 def section_partition(gc, cfg, quick):
     """netns only: cut A's network while its holder and client live on."""
     for how in (("drop",) if quick else ("drop", "link")):
@@ -232,10 +285,17 @@ def section_partition(gc, cfg, quick):
 
         def cut(h, how=how):
             gc.cut_network(0, how)
-            return lambda got, t0: (f"holder sees (net still cut): {h.check(5)}")
+
+            def after(got, t0):
+                msg = f"holder sees (net still cut): {h.check(5)}"
+                gc.restore_network(0)
+                ok = _poll_until(lambda: os.path.exists(f"{gc.clients[0].mount}/."), 30, 0.2)
+                time.sleep(2)
+                msg += f"; net restored: holder sees {h.check(10)}"
+                return msg
+            return after
         r = _release_case(gc, f"cut-{how}", kind, cut, window)
         gc.restore_network(0)
-        time.sleep(1)
         row("partition", f"{kind}: A's network cut ({how}), waiter polls {window} s", cfg, r)
         gc.remount(0)
 
@@ -673,6 +733,55 @@ def section_misc(gc, cfg):
     row("misc", "fallocate, sync_file_range, fadvise, O_DIRECT, ioprio on the mount", cfg, "; ".join(out))
 
 
+# ---------------------------------------------------------------- ENOSPC
+def _fill(path, mib, do_fsync):
+    """Write mib MiB in 1 MiB writes; where does ENOSPC show: write i, fsync, close?"""
+    out = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    chunk = b"\xa5" * (1 << 20)
+    for i in range(mib):
+        try:
+            os.write(fd, chunk)
+        except OSError as e:
+            out.append(f"write #{i} {errname(e.errno)}")
+            break
+    else:
+        out.append(f"all {mib} writes ok")
+    if do_fsync:
+        try:
+            os.fsync(fd)
+            out.append("fsync ok")
+        except OSError as e:
+            out.append(f"fsync {errname(e.errno)}")
+    try:
+        os.close(fd)
+        out.append("close ok")
+    except OSError as e:
+        out.append(f"close {errname(e.errno)}")
+    return ", ".join(out)
+
+
+def section_enospc(gc, cfg, brick_mib):
+    a, b = gc.clients[0].mount, gc.clients[1].mount
+    res = []
+    for do_fsync in (False, True):
+        res.append(("write+fsync+close: " if do_fsync else "write+close: ") + _fill(f"{a}/fill", brick_mib + 32, do_fsync))
+        size = os.stat(f"{b}/fill").st_size >> 20
+        free_full = os.statvfs(b).f_bavail * os.statvfs(b).f_frsize >> 20
+        os.unlink(f"{a}/fill")
+        d = _poll_until(lambda: os.statvfs(b).f_bavail * os.statvfs(b).f_frsize >> 20 > brick_mib * 3 // 4, 10, 0.01)
+        res[-1] += (f" (B sees {size} MiB, {free_full} MiB free; after unlink on A, B's statfs shows the space free "
+                    + (f"after {d * 1000:.0f} ms)" if d is not None else "not within 10 s)"))
+    row("enospc", f"{brick_mib + 32} MiB into a {brick_mib} MiB brick: where ENOSPC shows", cfg, "; ".join(res))
+    # The error in the last, small write before close: is close the only place to see it?
+    filler = _fill(f"{a}/filler", brick_mib - 1, True)
+    tail = _fill(f"{a}/tail", 2, False)
+    row("enospc", f"{brick_mib - 1} MiB filler, then a 2 MiB file (2 writes + close, no fsync)", cfg,
+        f"filler: {filler}; file: {tail}; B sees {os.stat(f'{b}/tail').st_size >> 10} KiB")
+    os.unlink(f"{a}/filler")
+    os.unlink(f"{a}/tail")
+
+
 # ---------------------------------------------------------------- main
 def write_table(path, meta):
     lines = ["# GlusterFS probe results", "", meta, "",
@@ -689,7 +798,7 @@ def write_table(path, meta):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="locks,release,partition,stale,races,xattr,rates,throughput,misc")
+    ap.add_argument("--only", default="locks,release,partition,stale,races,xattr,rates,throughput,misc,enospc")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter freezes")
     ap.add_argument("--races", type=int, default=1000)
     ap.add_argument("--out", default="/work/exp/gluster_probe.md")
@@ -748,21 +857,36 @@ def main():
                 timed("throughput", lambda: section_throughput(gc, "strict", reps=2 if a.quick else 3))
             if "release" in only:
                 timed("release", lambda: section_release(gc, "strict, ping-timeout 42", a.quick))
+                timed("blocking", lambda: section_blocking(gc, "strict"))
         with_cluster(dict(strict=True), body)
         if "races" in only:
             with_cluster(dict(strict=True, bricks=2), lambda gc: timed(
                 "races 2 bricks", lambda: section_races(gc, "strict, 2 bricks", a.races // 2)))
         if "rates" in only:
             with_cluster(dict(strict=False), lambda gc: timed("rates default", lambda: section_rates(gc, "default")))
+        if "throughput" in only:   # what write-behind buys for streaming writes
+            with_cluster(dict(strict=True, volume_options={"performance.write-behind": "on"}),
+                         lambda gc: timed("throughput wb", lambda: section_throughput(
+                             gc, "strict, write-behind on", reps=2 if a.quick else 3)))
+    if "enospc" in only:
+        wb = {"performance.write-behind": "on", "performance.flush-behind": "on"}
+        for label, kw in (("default", dict(strict=False)),
+                          ("strict3", dict(strict=False, volume_options=minimal, client_options=gcl.STRICT_CLIENT_OPTIONS)),
+                          ("strict, write-behind on, flush-behind off", dict(strict=True, volume_options={"performance.write-behind": "on"})),
+                          ("strict (write-behind off)", dict(strict=True))):
+            with_cluster(dict(kw, brick_mib=64), lambda gc, label=label: timed(
+                f"enospc {label}", lambda: section_enospc(gc, label, 64)))
     if "release" in only and not a.quick:
         with_cluster(dict(strict=True, volume_options={"network.ping-timeout": "5"}),
                      lambda gc: timed("release pt5", lambda: section_release(gc, "strict, ping-timeout 5", a.quick)))
     if "release" in only:
         # The brick's lock revocation: a lock held longer than N s is taken away when
         # another client waits for it (what a frozen holder needs; and a live one suffers).
+        def revocation(gc):
+            section_release(gc, "strict, locks-revocation-secs 5", True)
+            section_blocking(gc, "strict, locks-revocation-secs 5")
         with_cluster(dict(strict=True, volume_options={"features.locks-revocation-secs": "5"}),
-                     lambda gc: timed("release revocation5", lambda: section_release(
-                         gc, "strict, locks-revocation-secs 5", True)))
+                     lambda gc: timed("release revocation5", lambda: revocation(gc)))
     if "partition" in only:
         fast_server = {"network.ping-timeout": "5", "server.tcp-user-timeout": "5",
                        "server.keepalive-time": "2", "server.keepalive-interval": "1",

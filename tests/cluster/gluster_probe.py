@@ -8,7 +8,7 @@ wait_acquire, race_excl_create, ...) are meant for reuse by tests.
 
     gluster_probe.py [--only SECTION,...] [--quick] [--out /work/exp/gluster_probe.md]
 
-Sections: locks, release, partition, stale, races, xattr, rates, throughput, misc, enospc.
+Sections: locks, release, partition, stale, races, xattr, rates, throughput, misc, enospc, wbpair.
 Prints a markdown table (and saves it); the run time of each section is printed too.
 """
 
@@ -673,6 +673,22 @@ def section_throughput(gc, cfg, mib=1024, reps=3):
                  f"(w {', '.join(f'{x:.0f}' for x in w)}; r {', '.join(f'{x:.0f}' for x in r)})")
 
 
+def section_wb_pair(gc, mib=1024, reps=3):
+    """write-behind on vs off on one cluster, toggled live and alternated."""
+    res = {"on": [], "off": []}
+    p = f"{gc.clients[0].mount}/big"
+    for _ in range(reps):
+        for wb in ("on", "off"):
+            gc.set_option("performance.write-behind", wb)
+            time.sleep(2)     # the clients switch to the new graph
+            t0 = time.monotonic()
+            _dd(["if=/dev/zero", f"of={p}", "bs=1M", f"count={mib}", "conv=fsync"])
+            res[wb].append(mib / (time.monotonic() - t0))
+            os.unlink(p)
+    row("throughput", f"{mib} MiB dd conv=fsync write, write-behind on vs off (alternating, median of {reps}), MiB/s",
+        "strict", " vs ".join(f"{statistics.median(v):.0f} ({', '.join(f'{x:.0f}' for x in v)})" for v in res.values()))
+
+
 # ---------------------------------------------------------------- misc
 def section_misc(gc, cfg):
     a = gc.clients[0].mount
@@ -798,7 +814,7 @@ def write_table(path, meta):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="locks,release,partition,stale,races,xattr,rates,throughput,misc,enospc")
+    ap.add_argument("--only", default="locks,release,partition,stale,races,xattr,rates,throughput,misc,enospc,wbpair")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter freezes")
     ap.add_argument("--races", type=int, default=1000)
     ap.add_argument("--out", default="/work/exp/gluster_probe.md")
@@ -868,6 +884,8 @@ def main():
             with_cluster(dict(strict=True, volume_options={"performance.write-behind": "on"}),
                          lambda gc: timed("throughput wb", lambda: section_throughput(
                              gc, "strict, write-behind on", reps=2 if a.quick else 3)))
+    if "wbpair" in only:
+        with_cluster(dict(strict=True), lambda gc: timed("wbpair", lambda: section_wb_pair(gc, reps=2 if a.quick else 3)))
     if "enospc" in only:
         wb = {"performance.write-behind": "on", "performance.flush-behind": "on"}
         for label, kw in (("default", dict(strict=False)),
@@ -893,7 +911,10 @@ def main():
                        "server.keepalive-count": "3"}
         for label, opts, q in (("ping-timeout 42", {"network.ping-timeout": "42"}, a.quick),
                                ("ping-timeout 5", {"network.ping-timeout": "5"}, a.quick),
-                               ("ping-timeout 5, server tcp-user-timeout 5, keepalive 2+1x3", fast_server, True)):
+                               ("ping-timeout 5, server tcp-user-timeout 5, keepalive 2+1x3", fast_server, True),
+                               # fds that held locks are then not reopened after a reconnect
+                               ("ping-timeout 5, server tcp-user-timeout 5, client.strict-locks on",
+                                dict(fast_server, **{"client.strict-locks": "on"}), True)):
             with_cluster(dict(strict=True, netns=True, volume_options=opts),
                          lambda gc, label=label, q=q: timed(f"partition {label}", lambda: section_partition(
                              gc, f"strict, netns, {label}", q)))

@@ -201,8 +201,13 @@ def skip_reason(netns=False):
         if _run(["ip", "netns", "add", probe], check=False).returncode != 0:
             return "cannot create network namespaces here"
         _run(["ip", "netns", "del", probe], check=False)
-    elif _port_in_use(24007) and not _pids_naming(BASE_DIR):
-        return "port 24007 taken by another glusterd (use netns mode, or stop it)"
+    else:
+        if _port_in_use(24007) and not _pids_naming(BASE_DIR):
+            return "port 24007 taken by another glusterd (use netns mode, or stop it)"
+        try:   # the bricks are named by the host name; glusterd must find it local
+            socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return f"host name {socket.gethostname()!r} does not resolve (add it to /etc/hosts)"
     return None
 
 

@@ -817,6 +817,8 @@ def main():
     ap.add_argument("--only", default="locks,release,partition,stale,races,xattr,rates,throughput,misc,enospc,wbpair")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter freezes")
     ap.add_argument("--races", type=int, default=1000)
+    ap.add_argument("--loop-secs", type=int, default=10, help="length of the open-during-renames loop")
+    ap.add_argument("--configs", default="default,strict3,strict,strict2", help="configs of the stale section")
     ap.add_argument("--out", default="/work/exp/gluster_probe.md")
     a = ap.parse_args()
     only = set(a.only.split(","))
@@ -853,10 +855,14 @@ def main():
                ("strict3", dict(strict=False, volume_options=minimal, client_options=gcl.STRICT_CLIENT_OPTIONS)),
                ("strict", dict(strict=True))]
     if "stale" in only:
+        configs.append(("strict2", dict(strict=True, bricks=2)))
+        configs.append(("default2", dict(strict=False, bricks=2)))
         for name, kw in configs:
-            with_cluster(kw, lambda gc, name=name: timed(f"stale {name}", lambda: section_stale(gc, name)))
-        with_cluster(dict(strict=True, bricks=2), lambda gc: timed(
-            "stale strict 2 bricks", lambda: section_stale(gc, "strict, 2 bricks")))
+            if name not in a.configs.split(","):
+                continue
+            label = {"strict2": "strict, 2 bricks", "default2": "default, 2 bricks"}.get(name, name)
+            with_cluster(kw, lambda gc, label=label: timed(f"stale {label}", lambda: section_stale(
+                gc, label, loop_secs=a.loop_secs)))
     if only & {"locks", "release", "races", "xattr", "rates", "throughput", "misc"}:
         def body(gc):
             if "locks" in only:

@@ -803,7 +803,8 @@ def write_table(path, meta):
     lines = ["# GlusterFS probe results", "", meta, "",
              "| section | property | config | result |", "|---|---|---|---|"]
     for s, p, c, r in ROWS:
-        lines.append(f"| {s} | {p} | {c} | {r.replace('|', '/')} |")
+        cell = lambda x: x.replace("|", "\\|")      # a | inside a cell would split it
+        lines.append(f"| {cell(s)} | {cell(p)} | {cell(c)} | {cell(r)} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if path:

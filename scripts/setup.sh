@@ -13,6 +13,9 @@ packages=(
     libgtest-dev libgmock-dev clang libclang-rt-14-dev
     # benchmarks and real-checkpoint tests (OpenBLAS: Debian's torch trains ~20x slower without)
     libbenchmark-dev python3-torch python3-numpy libopenblas0-openmp zstd xdelta3 fio attr rsync
+    # scripts/bench/alternatives.py: the float codecs it compares against (zstandard module,
+    # c-blosc, zfp's Python binding, fpzip's library, used through ctypes)
+    python3-zstandard python3-blosc python3-zfpy libfpzip1
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -147,13 +147,32 @@ std::string new_version_id() {
                        std::chrono::duration_cast<std::chrono::nanoseconds>(now).count(), rng());
 }
 
-chain_lock::chain_lock(int chain_dir, bool exclusive) {
+void chain_lock::verify() const {
+    if (::flock(fd_.get(), (exclusive_ ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0)
+        sys::fail(errno == EWOULDBLOCK ? EIO : errno, "lost the lock of chain",
+                  "(another host holds it now: was this host cut off?)");
+}
+
+chain_lock::chain_lock(int chain_dir, bool exclusive) : exclusive_(exclusive) {
     fd_ = sys::open_at(chain_dir, "lock", O_RDONLY, 0, "chain lock");
     while (::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0)
         if (errno != EINTR) sys::fail("cannot lock", "chain lock");
 }
 chain_lock::~chain_lock() {
     ::flock(fd_.get(), LOCK_UN);
+}
+
+chain_work_lock::chain_work_lock(int chain_dir, bool wait) {
+    // Created on first use: chains made before there were several nodes have no such file.
+    fd_ = sys::open_at(chain_dir, "work", O_RDWR | O_CREAT, 0644, "chain work lock");
+    while (::flock(fd_.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+        if (errno == EWOULDBLOCK && !wait) return;
+        if (errno != EINTR) sys::fail("cannot lock", "chain work lock");
+    }
+    held_ = true;
+}
+chain_work_lock::~chain_work_lock() {
+    if (held_) ::flock(fd_.get(), LOCK_UN);
 }
 
 namespace {
@@ -182,8 +201,10 @@ chain::chain(store_context& ctx, std::string id, const std::string* key)
             sys::fsync_fd(k.get(), shown_tmp);
             sys::fsync_fd(d.get(), shown_tmp);
             sys::mutation_point();
-            if (::renameat2(ctx_.tmp_dir.get(), tmp.c_str(), ctx_.chains_dir.get(), id_.c_str(),
-                            RENAME_NOREPLACE) != 0) {
+            // A plain rename fails onto an existing chain directory, which is never empty
+            // (RENAME_NOREPLACE would say so more directly, but GlusterFS refuses it: EINVAL).
+            if (::renameat(ctx_.tmp_dir.get(), tmp.c_str(), ctx_.chains_dir.get(), id_.c_str()) !=
+                0) {
                 if (errno != EEXIST && errno != ENOTEMPTY) sys::fail("cannot create chain", id_);
                 // Another writer created it first: fine, use theirs.
                 for (auto n : {"versions", "objects"})

@@ -50,11 +50,36 @@ class chain_lock {
 public:
     chain_lock(int chain_dir, bool exclusive);
     ~chain_lock();
+    // Throws unless the lock is still ours, asked of the filesystem (flock again, not waiting):
+    // before a change the lock guards. On GlusterFS a client cut off for longer than its
+    // timeouts loses its locks without being told; with client.strict-locks on, its locked
+    // descriptors then fail (EBADFD), which this notices instead of changing the chain
+    // unguarded.
+    void verify() const;
     chain_lock(const chain_lock&) = delete;
     chain_lock& operator=(const chain_lock&) = delete;
 
 private:
     sys::fd fd_;
+    bool exclusive_;
+};
+
+// The right to maintain (re-encode, compress, collect) a chain, exclusive across processes
+// and hosts: flock on chains/<id>/work. One host at a time works on a chain; if it dies the
+// lock dies with it, and the work is done again by whoever retries it (the queue that
+// scheduled it, recovery at the next open, or the periodic sweep of any node).
+class chain_work_lock {
+public:
+    // `wait`: block until it is free; else held() says whether it was taken.
+    chain_work_lock(int chain_dir, bool wait);
+    ~chain_work_lock();
+    chain_work_lock(const chain_work_lock&) = delete;
+    chain_work_lock& operator=(const chain_work_lock&) = delete;
+    bool held() const { return held_; }
+
+private:
+    sys::fd fd_;
+    bool held_{false};
 };
 
 class chain {

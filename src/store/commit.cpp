@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -27,16 +28,18 @@ std::string store_impl::publish(const std::string& path, const std::string& expe
 }
 
 // The commit protocol (each step durable before the next; a crash anywhere leaves the old
-// or the new file): object renamed into its chain; record written and fsynced in tmp/, then
-// linked into the chain's versions/; then renamed over the path. Leftovers of an interrupted
-// commit are a tmp/ file or an unnamed version, both removed on the next open.
+// or the new file): object linked into its chain (its tmp/ name kept until the record names
+// it); record written and fsynced in tmp/, then linked into the chain's versions/; then
+// renamed over the path, under the path's lock across hosts. Leftovers of an interrupted
+// commit are files in the node's tmp/ and an unnamed version, removed by the node's next
+// open (or by fsck --repair, for a node that never comes back).
 std::string store_impl::publish_new(const std::string& path, const std::string& expected,
                                     object_encoder& enc, std::uint64_t size, std::uint32_t mode) {
     auto rel = ns_rel(path);
     auto key = chain_key_for(path);
     chain c(ctx_, chain_id_for_key(key), &key);
     auto vid = new_version_id();
-    enc.writer().publish(c.objects(), vid);
+    enc.writer().publish_linked(c.objects(), vid);
     sys::fsync_fd(c.objects(), c.shown("objects"));
 
     auto text = encode_record({c.id(), vid, path, size, now_ns()});
@@ -46,11 +49,23 @@ std::string store_impl::publish_new(const std::string& path, const std::string& 
     sys::fsync_fd(rec.get(), full(path));
     sys::link_at(ctx_.tmp_dir.get(), tmp, c.versions(), vid, c.shown("versions/" + vid));
     sys::fsync_fd(c.versions(), c.shown("versions"));
+    enc.writer().drop_temporary_name();
+    struct stat obj {};
+    if (!sys::stat_at(c.objects(), vid, obj)) {
+        // Only if another node took this one for dead (fsck --repair while it was frozen)
+        // and removed the object as garbage: nothing is committed.
+        sys::unlink_at(c.versions(), vid, 0, c.shown("versions/" + vid));
+        sys::remove_if_exists(ctx_.tmp_dir.get(), tmp);
+        throw store_error(EIO, fmt::format("{}: not committed: its object was removed meanwhile "
+                                           "(was this node taken for dead?)",
+                                           path));
+    }
 
     bool named = false;
     std::string replaced_chain;
     try {
         std::lock_guard lock(ns_mutex_);
+        ns_locks::guard across_hosts(ns_locks_, {rel});
         if (!expected.empty()) {
             struct stat st {};
             if (sys::stat_at(ctx_.ns_dir.get(), rel, st) && S_ISREG(st.st_mode) &&
@@ -72,12 +87,15 @@ std::string store_impl::publish_new(const std::string& path, const std::string& 
         } else {
             sys::mutation_point();
             if (::fchmod(rec.get(), mode & 07777) != 0) sys::fail("cannot chmod", full(path));
+            // Named only if the path is free: link() fails with EEXIST otherwise, atomically
+            // on every filesystem the store supports (GlusterFS refuses RENAME_NOREPLACE).
             sys::mutation_point();
-            if (::renameat2(ctx_.tmp_dir.get(), tmp.c_str(), ctx_.ns_dir.get(), rel.c_str(),
-                            RENAME_NOREPLACE) == 0)
+            if (::linkat(ctx_.tmp_dir.get(), tmp.c_str(), ctx_.ns_dir.get(), rel.c_str(), 0) == 0) {
                 named = true;
-            else if (errno != EEXIST)
+                sys::unlink_at(ctx_.tmp_dir.get(), tmp, 0, full(path));
+            } else if (errno != EEXIST) {
                 sys::fail("cannot create", path);
+            }
         }
     } catch (const sys::injected_crash&) {
         throw;

@@ -26,6 +26,9 @@ struct atomic_counters {
 struct store_context {
     std::filesystem::path root;
     store_options opts;
+    std::string node; // this process's node name (opts.node or the host name)
+    // tmp_dir is this node's own: tmp/<node>/ (work in progress of other nodes lives beside
+    // it and is never touched while they run).
     sys::fd root_dir, ns_dir, chains_dir, tmp_dir;
     cache::block_cache cache;
     std::unique_ptr<util::thread_pool> pool; // null: encode on the calling thread
@@ -39,8 +42,11 @@ struct store_context {
     store_context(std::filesystem::path r, const store_options& o)
         : root(std::move(r)), opts(o), cache(o.cache) {}
     std::string shown_ns(const std::string& path) const { return (root / "ns" / path).string(); }
-    // A fresh name for a temporary file under tmp/.
+    // A fresh name for a temporary file under tmp/<node>/.
     std::string tmp_name(const char* what) const;
+    std::string shown_tmp(const std::string& name) const {
+        return (root / "tmp" / node / name).string();
+    }
     static void mark_background_thread(); // this thread does maintenance
 };
 

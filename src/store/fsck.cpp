@@ -35,8 +35,20 @@ void walk_ns(int dirfd, const std::string& prefix, std::map<ino_t, std::string>&
 fsck_report store_impl::fsck(bool repair) {
     fsck_report r;
     if (repair) check_writable();
-    for (auto& name : sys::list_dir(ctx_.tmp_dir.get(), ".")) {
-        r.problems.push_back("tmp/" + name + ": unfinished write left by a stop");
+    // Work in progress of a running node is not a problem; what a stopped one left is.
+    auto tmp_root = sys::open_dir((ctx_.root / "tmp").string());
+    for (auto& name : sys::list_dir(tmp_root.get(), ".")) {
+        struct stat st {};
+        if (!sys::stat_at(tmp_root.get(), name, st)) continue;
+        if (single_writer_leftover(name, S_ISDIR(st.st_mode))) {
+            r.problems.push_back("tmp/" + name + ": unfinished write left by a stop");
+            continue;
+        }
+        if (node_running(ctx_.root_dir.get(), name)) continue;
+        auto d = sys::open_at(tmp_root.get(), name, O_RDONLY | O_DIRECTORY, 0, name);
+        for (auto& left : sys::list_dir(d.get(), "."))
+            r.problems.push_back(fmt::format(
+                "tmp/{}/{}: unfinished write left by a stop of node {}", name, left, name));
     }
     std::map<ino_t, std::string> files;
     walk_ns(ctx_.ns_dir.get(), "", files, r.problems);
@@ -51,12 +63,15 @@ fsck_report store_impl::fsck(bool repair) {
             r.problems.push_back(fmt::format("chains/{}: {}", id, e.what()));
             continue;
         }
-        auto versions = sys::list_dir(c->versions(), ".");
-        std::set<std::string> known(versions.begin(), versions.end());
-        for (auto& obj : sys::list_dir(c->objects(), "."))
-            if (!known.count(obj))
-                r.problems.push_back(c->shown("objects/" + obj) +
-                                     ": object of no version (unfinished commit)");
+        for (auto& obj : sys::list_dir(c->objects(), ".")) {
+            struct stat st {};
+            // Two links: a commit in progress on some node (see recovery).
+            if (!sys::stat_at(c->objects(), obj, st) || st.st_nlink > 1 ||
+                sys::stat_at(c->versions(), obj, st))
+                continue;
+            r.problems.push_back(c->shown("objects/" + obj) +
+                                 ": object of no version (unfinished commit)");
+        }
 
         std::vector<chain::member> ms;
         {
@@ -131,7 +146,10 @@ fsck_report store_impl::fsck(bool repair) {
         // Only what no file needs: unfinished writes, objects of no version, unnamed versions.
         // Then check again: what remains is what repair could not (and must not) remove.
         recovery_report rec;
+        std::vector<std::string> reclaimed;
+        reclaim_dead_nodes(reclaimed);
         recover(&rec);
+        rec.removed.insert(rec.removed.begin(), reclaimed.begin(), reclaimed.end());
         auto after = fsck(false);
         after.repaired = std::move(rec.removed);
         return after;

@@ -60,6 +60,7 @@ bool reencode(store_context& ctx, const chain& c, const std::string& vid, const 
         // Someone else re-encoded it meanwhile, or it or its new base is gone: drop ours.
         if (object_uid(c, vid) != tf.uid) return false;
         if (!base.empty() && !sys::stat_at(c.versions(), base, st)) return false;
+        lock.verify();
         enc.writer().publish(c.objects(), vid);
         sys::fsync_fd(c.objects(), c.shown("objects"));
     }
@@ -173,6 +174,7 @@ void collect_chain(store_context& ctx, const chain& c) {
             for (const auto& m : c.scan())
                 if (m.base == d->rec.version) now_needed = true;
             if (now_needed) continue;
+            lock.verify();
             // Record first: an object without a record is a leftover the next open removes;
             // a record without its object would be damage.
             sys::unlink_at(c.versions(), d->rec.version, 0, c.shown("versions/" + d->rec.version));
@@ -230,50 +232,110 @@ maintenance_queue::~maintenance_queue() {
 
 void maintenance_queue::schedule(maintenance_task t) {
     if (!worker_.joinable()) {
-        run(t);
+        run(t, true);
         return;
     }
     {
         std::lock_guard lock(mutex_);
         if (!queued_.insert(t).second) return;
-        tasks_.push_back(std::move(t));
+        tasks_.push_back({std::move(t), clock::now()});
     }
     work_cv_.notify_one();
 }
 
-void maintenance_queue::run(const maintenance_task& t) {
+bool maintenance_queue::run(const maintenance_task& t, bool wait_for_lock) {
     try {
         chain c(ctx_, t.chain_id);
-        if (t.what == maintenance_task::kind::compact) {
+        chain_work_lock work(c.dir(), wait_for_lock);
+        if (!work.held()) return false;
+        switch (t.what) {
+        case maintenance_task::kind::compact:
             // The previous version first: it reads this one while still uncompressed (fast).
             compact_after_commit(ctx_, c, t.version);
             compress_uncompressed(ctx_, c);
-        } else {
+            break;
+        case maintenance_task::kind::collect:
             collect_chain(ctx_, c);
+            break;
+        case maintenance_task::kind::sweep:
+            collect_chain(ctx_, c);
+            relink_chain(ctx_, c);
+            compress_uncompressed(ctx_, c);
+            break;
         }
     } catch (const sys::injected_crash&) {
         throw;
     } catch (const std::exception& e) {
         spdlog::error("store maintenance of chain {}: {}", t.chain_id, e.what());
     }
+    return true;
+}
+
+void maintenance_queue::schedule_sweep() {
+    std::vector<std::string> ids;
+    try {
+        ids = sys::list_dir(ctx_.chains_dir.get(), ".");
+    } catch (const std::exception& e) {
+        spdlog::error("store maintenance sweep: {}", e.what());
+    }
+    for (auto& id : ids) schedule({maintenance_task::kind::sweep, id, {}});
 }
 
 void maintenance_queue::loop() {
+    using namespace std::chrono_literals;
+    const auto sweep_every = std::chrono::seconds(ctx_.opts.sweep_seconds);
     std::unique_lock lock(mutex_);
     for (;;) {
-        work_cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
-        if (tasks_.empty()) return; // stopping, and everything queued is done
-        auto t = std::move(tasks_.front());
-        tasks_.pop_front();
-        queued_.erase(t);
+        if (tasks_.empty()) {
+            if (stopping_) return; // everything queued is done
+            if (ctx_.opts.sweep_seconds > 0) {
+                if (clock::now() - last_sweep_ >= sweep_every) {
+                    last_sweep_ = clock::now();
+                    lock.unlock();
+                    schedule_sweep();
+                    lock.lock();
+                    continue;
+                }
+                work_cv_.wait_until(lock, last_sweep_ + sweep_every);
+            } else {
+                work_cv_.wait(lock);
+            }
+            continue;
+        }
+        // The first task whose time has come (a chain busy elsewhere waits its turn).
+        auto now = clock::now();
+        auto it = std::find_if(tasks_.begin(), tasks_.end(), [&](const queued_task& q) {
+            return stopping_ || q.not_before <= now;
+        });
+        if (it == tasks_.end()) {
+            auto next = std::min_element(tasks_.begin(), tasks_.end(), [](auto& a, auto& b) {
+                return a.not_before < b.not_before;
+            });
+            work_cv_.wait_until(lock, next->not_before);
+            continue;
+        }
+        auto t = std::move(*it);
+        tasks_.erase(it);
         busy_ = true;
         lock.unlock();
+        bool done = true;
         try {
-            run(t);
+            done = run(t.task, false);
         } catch (...) {
         }
         lock.lock();
         busy_ = false;
+        // Another node works on the chain: try again in a second, for a minute at most (it
+        // does what this task would, or the next sweep finds what is left).
+        if (done || stopping_ || ++t.deferred >= 60) {
+            if (!done)
+                spdlog::debug("chain {}: busy elsewhere, maintenance left to the sweep",
+                              t.task.chain_id);
+            queued_.erase(t.task);
+        } else {
+            t.not_before = clock::now() + 1s;
+            tasks_.push_back(std::move(t));
+        }
         if (tasks_.empty()) idle_cv_.notify_all();
     }
 }

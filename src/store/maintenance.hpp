@@ -2,6 +2,7 @@
 // Work on a chain after the fact: re-encoding the previous version as a delta against a
 // newly committed one (compaction), and freeing versions no file names (collection), which
 // first re-encodes what was encoded against them; and the queue that runs that work.
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -35,10 +36,11 @@ void compress_uncompressed(store_context& ctx, const chain& c);
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base);
 
 // One piece of maintenance: after a commit of `version` (compact the previous version of
-// the chain against it, compress it), or after a version of the chain lost its last name
-// (collect).
+// the chain against it, compress it), after a version of the chain lost its last name
+// (collect), or a check of the whole chain (sweep: collect, relink, compress what is still
+// uncompressed: work another node scheduled and did not finish).
 struct maintenance_task {
-    enum class kind { compact, collect };
+    enum class kind { compact, collect, sweep };
     kind what{kind::collect};
     std::string chain_id, version;
     auto operator<=>(const maintenance_task&) const = default;
@@ -46,8 +48,10 @@ struct maintenance_task {
 
 // Runs maintenance tasks, in order, on a background thread at low CPU priority (a mount) or
 // inline, before schedule() returns (tools, tests). A task already waiting is not queued
-// again. Errors are logged: maintenance is an optimisation, every version stays readable
-// without it.
+// again. A chain another process is maintaining (its work lock is taken) is put back and
+// tried again a little later. Errors are logged: maintenance is an optimisation, every
+// version stays readable without it. In the background, every sweep_interval of idleness the
+// queue sweeps every chain.
 class maintenance_queue {
 public:
     // `background`: a thread of its own, and ctx.background_pool for its encoding.
@@ -63,15 +67,24 @@ public:
     std::uint64_t pending() const;
 
 private:
-    void run(const maintenance_task& t);
+    using clock = std::chrono::steady_clock;
+    struct queued_task {
+        maintenance_task task;
+        clock::time_point not_before;
+        unsigned deferred{0}; // times the chain was found busy elsewhere
+    };
+    // Runs `t`; false when another process holds the chain's work lock (try again later).
+    bool run(const maintenance_task& t, bool wait_for_lock);
     void loop();
+    void schedule_sweep();
 
     store_context& ctx_;
     mutable std::mutex mutex_;
     std::condition_variable work_cv_, idle_cv_;
-    std::deque<maintenance_task> tasks_;
+    std::deque<queued_task> tasks_;
     std::set<maintenance_task> queued_;
     bool busy_{false}, stopping_{false};
+    clock::time_point last_sweep_{clock::now()};
     std::thread worker_;
 };
 

@@ -145,7 +145,7 @@ object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown)
 }
 
 object_writer::~object_writer() {
-    if (published_) return;
+    if (!has_temporary_name_) return;
     fd_.reset();
     try {
         sys::remove_if_exists(dirfd_, tmp_name_);
@@ -247,7 +247,17 @@ void object_writer::finish(object_footer footer) {
 
 void object_writer::publish(int to_dir, const std::string& to_name) {
     sys::rename_at(dirfd_, tmp_name_, to_dir, to_name, 0, shown_);
-    published_ = true;
+    has_temporary_name_ = false;
+}
+
+void object_writer::publish_linked(int to_dir, const std::string& to_name) {
+    sys::link_at(dirfd_, tmp_name_, to_dir, to_name, shown_);
+}
+
+void object_writer::drop_temporary_name() {
+    if (!has_temporary_name_) return;
+    sys::unlink_at(dirfd_, tmp_name_, 0, shown_);
+    has_temporary_name_ = false;
 }
 
 object_file::object_file(sys::fd f, std::string shown)

@@ -71,6 +71,11 @@ public:
     void finish(object_footer footer);
     // Atomically replaces `to_dir/to_name` with this object (the caller fsyncs to_dir).
     void publish(int to_dir, const std::string& to_name);
+    // Links this object as `to_dir/to_name` (which must not exist), keeping its temporary
+    // name too until drop_temporary_name(): a commit's object so has two links until its
+    // record names it, which tells recovery on any node that it is not garbage.
+    void publish_linked(int to_dir, const std::string& to_name);
+    void drop_temporary_name();
     std::uint64_t bytes_written() const { return pos_ + buffer_.size() + gathered_bytes_; }
     // Reads back a frame written earlier (buffered or not).
     std::vector<std::byte> read_frame(std::uint64_t pos, std::uint32_t len);
@@ -95,7 +100,7 @@ private:
     std::size_t gathered_bytes_{0};
     std::vector<std::span<const std::byte>> parts_; // write_gathered()'s, kept for its capacity
     int failed_errno_{0};                           // a write failed: the object is incomplete
-    bool published_{false};
+    bool has_temporary_name_{true};
 };
 
 // A published object opened for reading: footer parsed and checked.

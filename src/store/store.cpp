@@ -2,10 +2,12 @@
 // namespace under ns/ and the chains' versions.
 #include <algorithm>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include "maintenance.hpp"
 #include "store_impl.hpp"
@@ -38,22 +40,53 @@ void store_impl::check_writable() const {
     if (ctx_.opts.read_only) throw store_error(EROFS, "store is read-only");
 }
 
+std::optional<version_record> store_impl::read_record(const std::string& rel,
+                                                      const std::string& path, struct stat& st) {
+    for (int attempt = 1;; ++attempt) {
+        if (!sys::stat_at(ctx_.ns_dir.get(), rel, st))
+            throw store_error(ENOENT, path + ": no such file");
+        if (!S_ISREG(st.st_mode)) return std::nullopt;
+        // Content and attributes through one descriptor: both of the same version.
+        int f = ::openat(ctx_.ns_dir.get(), rel.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (f < 0) {
+            // Renamed over on another host between the stat and the open: GlusterFS answers
+            // ENOENT (or ESTALE) for a moment although the name never went away.
+            if ((errno == ENOENT || errno == ESTALE) && attempt < 4) {
+                ::usleep(1000u * attempt);
+                continue;
+            }
+            sys::fail("cannot open", full(path));
+        }
+        sys::fd guard(f);
+        if (::fstat(f, &st) != 0) sys::fail("cannot stat", full(path));
+        std::string text;
+        try {
+            text = sys::read_small_fd(f, full(path));
+        } catch (const store_error& e) {
+            if (e.error_number() == EFBIG)
+                throw corrupt_store(full(path) + ": record larger than 1 MiB");
+            throw;
+        }
+        return parse_record(text, full(path));
+    }
+}
+
 version_record store_impl::record_at(const std::string& path, struct stat* stp) {
     auto rel = ns_rel(path);
     struct stat st {};
-    if (!sys::stat_at(ctx_.ns_dir.get(), rel, st))
-        throw store_error(ENOENT, path + ": no such file");
-    if (S_ISDIR(st.st_mode)) throw store_error(EISDIR, path + ": is a directory");
-    if (!S_ISREG(st.st_mode)) throw store_error(EINVAL, path + ": not a regular file");
+    auto rec = read_record(rel, path, st);
+    if (!rec) {
+        if (S_ISDIR(st.st_mode)) throw store_error(EISDIR, path + ": is a directory");
+        throw store_error(EINVAL, path + ": not a regular file");
+    }
     if (stp) *stp = st;
-    return parse_record(read_store_file(ctx_.ns_dir.get(), rel, full(path)), full(path));
+    return *rec;
 }
 
 file_stat store_impl::stat(const std::string& path) {
     auto rel = ns_rel(path);
     struct stat st {};
-    if (!sys::stat_at(ctx_.ns_dir.get(), rel, st))
-        throw store_error(ENOENT, path + ": no such file");
+    auto rec = read_record(rel, path, st);
     file_stat f;
     f.ino = st.st_ino;
     f.mode = st.st_mode & 07777;
@@ -68,14 +101,13 @@ file_stat store_impl::stat(const std::string& path) {
         f.type = entry_type::directory;
     } else if (S_ISLNK(st.st_mode)) {
         f.type = entry_type::symlink;
-    } else if (S_ISREG(st.st_mode)) {
+    } else if (rec) {
         f.type = entry_type::file;
-        auto rec = parse_record(read_store_file(ctx_.ns_dir.get(), rel, full(path)), full(path));
-        f.size = rec.size;
-        f.version = rec.version;
+        f.size = rec->size;
+        f.version = rec->version;
         struct stat obj {};
         f.stored_bytes =
-            sys::stat_at(ctx_.chains_dir.get(), rec.chain_id + "/objects/" + rec.version, obj)
+            sys::stat_at(ctx_.chains_dir.get(), rec->chain_id + "/objects/" + rec->version, obj)
                 ? static_cast<std::uint64_t>(obj.st_size)
                 : 0;
     }
@@ -86,14 +118,21 @@ std::vector<dir_entry> store_impl::list(const std::string& dir) {
     auto rel = ns_rel(dir);
     auto d = sys::open_at(ctx_.ns_dir.get(), rel, O_RDONLY | O_DIRECTORY, 0, full(dir));
     std::vector<dir_entry> out;
-    for (auto& name : sys::list_dir(d.get(), ".")) {
-        struct stat st {};
-        if (!sys::stat_at(d.get(), name, st)) continue;
-        auto t = S_ISDIR(st.st_mode)   ? entry_type::directory
-                 : S_ISREG(st.st_mode) ? entry_type::file
-                 : S_ISLNK(st.st_mode) ? entry_type::symlink
-                                       : entry_type::other;
-        out.push_back({std::move(name), t});
+    for (auto& item : sys::list_dir_typed(d.get(), ".")) {
+        unsigned char t = item.type;
+        if (t == DT_UNKNOWN) {
+            struct stat st {};
+            if (!sys::stat_at(d.get(), item.name, st)) continue;
+            t = S_ISDIR(st.st_mode)   ? DT_DIR
+                : S_ISREG(st.st_mode) ? DT_REG
+                : S_ISLNK(st.st_mode) ? DT_LNK
+                                      : DT_UNKNOWN;
+        }
+        auto type = t == DT_DIR   ? entry_type::directory
+                    : t == DT_REG ? entry_type::file
+                    : t == DT_LNK ? entry_type::symlink
+                                  : entry_type::other;
+        out.push_back({std::move(item.name), type});
     }
     return out;
 }
@@ -121,6 +160,7 @@ void store_impl::unlink(const std::string& path) {
     std::string chain_id;
     {
         std::lock_guard lock(ns_mutex_);
+        ns_locks::guard across_hosts(ns_locks_, {rel});
         struct stat st {};
         if (!sys::stat_at(ctx_.ns_dir.get(), rel, st))
             throw store_error(ENOENT, path + ": no such file");
@@ -145,6 +185,7 @@ void store_impl::rename(const std::string& from, const std::string& to, unsigned
     std::string replaced_chain;
     {
         std::lock_guard lock(ns_mutex_);
+        ns_locks::guard across_hosts(ns_locks_, {rf, rt});
         struct stat a {
         }, b{};
         if (!sys::stat_at(ctx_.ns_dir.get(), rf, a))
@@ -156,7 +197,17 @@ void store_impl::rename(const std::string& from, const std::string& to, unsigned
             } catch (const corrupt_store&) {
             }
         }
-        sys::rename_at(ctx_.ns_dir.get(), rf, ctx_.ns_dir.get(), rt, flags, from + " -> " + to);
+        try {
+            sys::rename_at(ctx_.ns_dir.get(), rf, ctx_.ns_dir.get(), rt, flags, from + " -> " + to);
+        } catch (const store_error& e) {
+            // GlusterFS refuses RENAME_NOREPLACE (EINVAL). For a file, link then unlink does
+            // the same (link fails if the name exists), and the namespace locks held here keep
+            // other hosts' renames of these paths out of the gap between the two.
+            if (e.error_number() != EINVAL || flags != RENAME_NOREPLACE || !S_ISREG(a.st_mode))
+                throw;
+            sys::link_at(ctx_.ns_dir.get(), rf, ctx_.ns_dir.get(), rt, from + " -> " + to);
+            sys::unlink_at(ctx_.ns_dir.get(), rf, 0, from);
+        }
     }
     sys::fsync_dir(ctx_.ns_dir.get(), parent_rel(rt), full(to));
     if (parent_rel(rt) != parent_rel(rf))
@@ -349,7 +400,11 @@ void store_impl::wait_idle() {
 void store_impl::collect_garbage() {
     check_writable();
     wait_idle();
-    for (auto& id : sys::list_dir(ctx_.chains_dir.get(), ".")) collect_chain(ctx_, chain(ctx_, id));
+    for (auto& id : sys::list_dir(ctx_.chains_dir.get(), ".")) {
+        chain c(ctx_, id);
+        chain_work_lock work(c.dir(), true);
+        collect_chain(ctx_, c);
+    }
 }
 
 std::uint64_t store_impl::stored_bytes() {

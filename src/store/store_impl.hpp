@@ -6,15 +6,17 @@
 // Locks: ns_mutex_ (a commit's check-then-rename against rename and unlink) and a chain's
 // chain_lock (flock on chains/<id>/lock: readers shared, object swaps and deletions
 // exclusive) are never held together; either may be held while the block cache takes its own
-// mutexes, never the other way round. The store lock (lock_file_) is held for the store's
-// lifetime. The maintenance queue's mutex is held only around its own queue. Callers above
-// (the FUSE layer) call in holding their own locks, which therefore come first.
+// mutexes, never the other way round. The store and node locks (lock_file_, node_lock_) are held
+// for the store's lifetime. The maintenance queue's mutex is held only around its own queue.
+// Callers above (the FUSE layer) call in holding their own locks, which therefore come first.
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "chain.hpp"
 #include "file_writer.hpp"
 #include "maintenance.hpp"
+#include "ns_lock.hpp"
 
 namespace tpde::store {
 
@@ -66,19 +68,32 @@ private:
     std::string publish_new(const std::string& path, const std::string& expected,
                             object_encoder& enc, std::uint64_t size, std::uint32_t mode);
     void check_writable() const;
-    // The record of the file at `path` (ENOENT, EISDIR...), read through `fd` if given.
+    void take_writer_locks();
+    // Removes the work in progress of nodes whose daemon is not running (fsck --repair).
+    void reclaim_dead_nodes(std::vector<std::string>& removed);
+    // The record of the file at `path` (ENOENT, EISDIR...), and its attributes in *st.
     version_record record_at(const std::string& path, struct stat* st = nullptr);
+    // The attributes of ns/`rel` in `st`, and its record if it is a regular file.
+    std::optional<version_record> read_record(const std::string& rel, const std::string& path,
+                                              struct stat& st);
     std::string full(const std::string& path) const { return ctx_.shown_ns(path); }
 
     store_context ctx_;
-    sys::fd lock_file_;   // flock: one writable process per store
-    std::mutex ns_mutex_; // makes check-then-rename of a commit atomic against rename/unlink
+    sys::fd lock_file_;       // flock, shared: a writer of the multi-node store format
+    sys::fd node_lock_;       // flock of nodes/<node>.lock: one writable process per node
+    std::mutex ns_mutex_;     // makes check-then-rename of a commit atomic against rename/unlink
+    ns_locks ns_locks_{ctx_}; // the same across processes and hosts (taken inside ns_mutex_)
     // Declared last: destroyed first, so queued work finishes while everything it uses lives.
     std::unique_ptr<maintenance_queue> maintenance_;
 };
 
 // "a/b" checked (no "..", no empty components) and as a path relative to ns/ ("." for "").
 std::string ns_rel(const std::string& path);
+// Whether a daemon of `node` has the store open (holds nodes/<node>.lock).
+bool node_running(int root_dir, const std::string& node);
+// A tmp/ entry that no node owns: a file (nodes keep their work in directories), or an
+// unfinished chain of a tpdefs before node names (`chain-123-0123456789abcdef`).
+bool single_writer_leftover(const std::string& name, bool is_directory);
 // The directory of a path relative to ns/ ("." at the top).
 std::string parent_rel(const std::string& rel);
 

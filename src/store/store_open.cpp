@@ -1,6 +1,11 @@
-// Opening a store: creating it, checking its marker, and the lock that keeps it to one
-// writable process (recovery at open deletes tmp/, which would be another's work).
+// Opening a store: creating it, checking its marker, and the locks of a writer: its node's
+// (one process per node name: recovery at open deletes the node's work in progress) and the
+// store lock, held shared by every writer (a tpdefs of the single-writer store format holds
+// it exclusively, so the two never write one store at once).
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstring>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
@@ -32,7 +37,43 @@ bool take_store_lock(int fd, int how) {
     }
 }
 
+const char* holder_of(int fd, char (&buf)[256]) {
+    auto n = ::pread(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    for (auto* p = buf; *p; ++p)
+        if (*p == '\n') *p = 0;
+    return buf;
+}
+
+bool valid_node_char(char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+}
+
+void mkdir_if_missing(int dirfd, const char* name, const std::string& shown) {
+    sys::mutation_point();
+    if (::mkdirat(dirfd, name, 0755) != 0 && errno != EEXIST) sys::fail("cannot create", shown);
+}
+
 } // namespace
+
+std::string store::node_name(const store_options& opts) {
+    std::string n = opts.node;
+    if (n.empty()) {
+        char host[256] = {};
+        if (::gethostname(host, sizeof host - 1) != 0 || !host[0]) std::strcpy(host, "localhost");
+        n = host;
+        for (auto& c : n)
+            if (!valid_node_char(c)) c = '-'; // a host name is always usable
+        if (n.size() > 64) n.resize(64);
+        if (n == "." || n == "..") n = "localhost";
+        return n;
+    }
+    if (n.size() > 64 || n == "." || n == ".." || !std::all_of(n.begin(), n.end(), valid_node_char))
+        throw store_error(EINVAL, fmt::format("invalid node name '{}': use at most 64 letters, "
+                                              "digits, '.', '_' or '-'",
+                                              n));
+    return n;
+}
 
 void store::init(const fs::path& root) {
     std::error_code ec;
@@ -45,30 +86,31 @@ void store::init(const fs::path& root) {
             bool unfinished_init = !fs::exists(root / marker_name);
             for (auto& e : fs::directory_iterator(root, ec)) {
                 auto n = e.path().filename().string();
-                if ((n != "ns" && n != "chains" && n != "tmp") || !fs::is_directory(e.path()) ||
-                    !fs::is_empty(e.path()))
+                if ((n != "ns" && n != "chains" && n != "tmp" && n != "nodes") ||
+                    !fs::is_directory(e.path()) || !fs::is_empty(e.path()))
                     unfinished_init = false;
             }
             if (!unfinished_init)
                 throw store_error(EEXIST, root.string() +
                                               " is not empty: a store needs an empty directory");
-            for (auto d : {"ns", "chains", "tmp"}) fs::remove(root / d, ec);
+            for (auto d : {"ns", "chains", "tmp", "nodes"}) fs::remove(root / d, ec);
         }
     } else if (!fs::create_directories(root, ec)) {
         throw store_error(ec.value(),
                           fmt::format("cannot create {}: {}", root.string(), ec.message()));
     }
     auto dir = sys::open_dir(root.string());
-    for (auto d : {"ns", "chains", "tmp"})
-        if (::mkdirat(dir.get(), d, 0755) != 0) sys::fail("cannot create", (root / d).string());
+    // Two hosts may create one store at once: both succeed, with the same content.
+    for (auto d : {"ns", "chains", "tmp", "nodes"})
+        mkdir_if_missing(dir.get(), d, (root / d).string());
     nlohmann::json marker{{"format", "tpdefs-store"}, {"version", store_format_version}};
     auto text = marker.dump() + "\n";
-    auto tmp = sys::open_at(dir.get(), "tmp/marker", O_WRONLY | O_CREAT | O_TRUNC, 0644,
-                            (root / "tmp/marker").string());
+    auto tmp_marker = fmt::format("tmp/marker-{}-{:016x}", ::getpid(), new_object_uid());
+    auto tmp = sys::open_at(dir.get(), tmp_marker, O_WRONLY | O_CREAT | O_EXCL, 0644,
+                            (root / tmp_marker).string());
     sys::write_all(tmp.get(), std::as_bytes(std::span(text)), (root / marker_name).string());
     sys::fsync_fd(tmp.get(), (root / marker_name).string());
-    sys::rename_at(dir.get(), "tmp/marker", dir.get(), marker_name, 0,
-                   (root / marker_name).string());
+    sys::rename_at(dir.get(), tmp_marker, dir.get(), marker_name, 0, (root / marker_name).string());
     sys::fsync_fd(dir.get(), root.string());
 }
 
@@ -114,32 +156,49 @@ store_impl::store_impl(const fs::path& root, const store_options& opts) : ctx_(r
         throw corrupt_store(
             fmt::format("{}/{} is damaged: {}", root.string(), marker_name, e.what()));
     }
+    ctx_.node = node_name(opts);
     ctx_.root_dir = sys::open_dir(root.string());
     ctx_.ns_dir = sys::open_dir((root / "ns").string());
     ctx_.chains_dir = sys::open_dir((root / "chains").string());
-    ctx_.tmp_dir = sys::open_dir((root / "tmp").string());
-    // One process at a time: recovery deletes tmp/, which would be another's work in progress.
-    int lf = ::openat(ctx_.root_dir.get(), "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lf < 0) sys::fail("cannot open", (root / "lock").string());
-    lock_file_ = sys::fd(lf);
-    if (!take_store_lock(lf, opts.read_only ? LOCK_SH : LOCK_EX)) {
-        char buf[32] = {};
-        auto n = ::pread(lf, buf, sizeof buf - 1, 0);
-        std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
-        while (!holder.empty() && (holder.back() == '\n')) holder.pop_back();
-        // The pid is the last writable opener's: name it only while that process lives.
-        bool alive = !holder.empty() && fs::exists("/proc/" + holder);
-        throw store_error(EBUSY, fmt::format("store {} is in use by another process{}; "
-                                             "unmount it or stop that process first",
-                                             root.string(), alive ? " (pid " + holder + ")" : ""));
-    }
-    if (!opts.read_only) {
-        auto pid = std::to_string(::getpid()) + "\n";
-        if (::ftruncate(lf, 0) == 0) (void)!::pwrite(lf, pid.data(), pid.size(), 0);
-    }
+    if (!opts.read_only) take_writer_locks(); // readers take none: they run beside writers
     if (opts.encode_threads > 1)
         ctx_.pool = std::make_unique<util::thread_pool>(opts.encode_threads);
     maintenance_ = std::make_unique<maintenance_queue>(ctx_, opts.background_maintenance);
+}
+
+void store_impl::take_writer_locks() {
+    const auto& root = ctx_.root;
+    int lf = ::openat(ctx_.root_dir.get(), "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lf < 0) sys::fail("cannot open", (root / "lock").string());
+    lock_file_ = sys::fd(lf);
+    if (!take_store_lock(lf, LOCK_SH)) {
+        char buf[256];
+        std::string holder = holder_of(lf, buf);
+        bool alive = !holder.empty() && fs::exists("/proc/" + holder);
+        throw store_error(EBUSY, fmt::format("store {} is in use by a tpdefs that does not share "
+                                             "stores{}; stop it first",
+                                             root.string(), alive ? " (pid " + holder + ")" : ""));
+    }
+    mkdir_if_missing(ctx_.root_dir.get(), "nodes", (root / "nodes").string());
+    auto lock_name = "nodes/" + ctx_.node + ".lock";
+    int nf = ::openat(ctx_.root_dir.get(), lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (nf < 0) sys::fail("cannot open", (root / lock_name).string());
+    node_lock_ = sys::fd(nf);
+    if (!take_store_lock(nf, LOCK_EX)) {
+        char buf[256];
+        throw store_error(EBUSY, fmt::format("store {} is in use by another process of node {} "
+                                             "({}); unmount it or stop that process first, or "
+                                             "give each daemon its own node name (--node)",
+                                             root.string(), ctx_.node, holder_of(nf, buf)));
+    }
+    char host[256] = {};
+    (void)::gethostname(host, sizeof host - 1);
+    auto who = fmt::format("pid {} on host {}\n", ::getpid(), host);
+    if (::ftruncate(nf, 0) == 0) (void)!::pwrite(nf, who.data(), who.size(), 0);
+    mkdir_if_missing(ctx_.root_dir.get(), "tmp", (root / "tmp").string());
+    auto tmp = "tmp/" + ctx_.node;
+    mkdir_if_missing(ctx_.root_dir.get(), tmp.c_str(), (root / tmp).string());
+    ctx_.tmp_dir = sys::open_dir((root / tmp).string());
 }
 
 store_impl::~store_impl() = default; // the queue finishes its work first

@@ -68,6 +68,14 @@ daemon_option_table::daemon_option_table(CLI::App& app, daemon_options& o) : app
         "--allow-other", o.mount.allow_other,
         "let other users use the mount (needs user_allow_other in /etc/fuse.conf unless root)");
     app.add_flag("--read-only", o.mount.read_only, "mount read-only");
+    app.add_option("--node", o.store.node,
+                   "node name: several daemons (one per host) share a store, each with its own "
+                   "(default: the host name)");
+    app.add_option("--attr-timeout", o.mount.fs.attr_timeout,
+                   "seconds the kernel may cache attributes and names: how soon another host's "
+                   "commits show in ls and stat here")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
     app.add_option("--log-file", o.log_file,
                    "log here (default: stderr in the foreground, syslog as a daemon)");
 }
@@ -100,6 +108,7 @@ void daemon_option_table::apply_mount_options() {
         }
     }
     o_.store.read_only = o_.mount.read_only;
+    o_.mount.fs.entry_timeout = o_.mount.fs.attr_timeout;
 }
 
 } // namespace tpde::tools

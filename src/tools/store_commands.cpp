@@ -24,6 +24,7 @@ struct store_args {
     unsigned threads{store::store_options{}.encode_threads};
     // Half the daemon's: a command runs beside training, briefly.
     std::size_t cache_mib{store::store_options{}.cache.max_bytes / 2 >> 20};
+    std::string node; // empty: the host name
 };
 
 store::store_options options_for(const store_args& a, bool read_only = false) {
@@ -31,6 +32,7 @@ store::store_options options_for(const store_args& a, bool read_only = false) {
     o.encode_threads = a.threads;
     o.cache.max_bytes = a.cache_mib << 20;
     o.read_only = read_only;
+    o.node = a.node;
     return o;
 }
 
@@ -281,6 +283,13 @@ std::function<int()> add_store_commands(CLI::App& app) {
             ->capture_default_str();
     };
 
+    // Commands that write take a node name, as a daemon does (readers take no lock).
+    auto add_node = [&](CLI::App* sub) {
+        sub->add_option("--node", a->node,
+                        "node name to write as (default: the host name); another than a "
+                        "running daemon's of this host");
+    };
+
     auto* init = app.add_subcommand("init", "create an empty store in STORE (missing or empty)");
     add_store(init);
 
@@ -292,10 +301,12 @@ std::function<int()> add_store_commands(CLI::App& app) {
                    "remove what no file needs (unfinished writes, unreachable versions); never "
                    "committed data");
     add_perf(fsck);
+    add_node(fsck);
 
     auto* gc = app.add_subcommand("gc", "free every version of STORE that no file names");
     add_store(gc);
     add_perf(gc);
+    add_node(gc);
 
     auto path = std::make_shared<std::string>();
     auto recursive = std::make_shared<bool>(false);
@@ -323,6 +334,7 @@ std::function<int()> add_store_commands(CLI::App& app) {
     imp->add_option("DIR", *src, "directory to import")->required()->check(CLI::ExistingDirectory);
     add_store(imp);
     add_perf(imp);
+    add_node(imp);
 
     return [=]() -> int {
         auto strip = [](std::string p) {

@@ -33,7 +33,14 @@ struct store_options {
     // Re-encoding and garbage collection on a background thread (a mount) or inline, before
     // the call that caused them returns (tools, tests).
     bool background_maintenance{false};
+    // With background maintenance: every this many seconds of idleness, check every chain
+    // for work left undone (by a node that stopped midway, say). 0: never.
+    unsigned sweep_seconds{600};
     bool read_only{false};
+    // The node (host) this process writes for: several daemons share one store, each with a
+    // node name of its own; work in progress and its recovery are per node. Empty: the host
+    // name. Letters, digits, '.', '_', '-'; at most 64.
+    std::string node{};
     int zstd_level{1};
     // Write new versions uncompressed, as fast as the disk takes them, and compress them
     // (standalone, and the previous version as a delta) afterwards, in maintenance. Off:
@@ -135,6 +142,8 @@ public:
                                        recovery_report* report = nullptr);
     // Creates an empty store; fails unless `root` is missing or an empty directory.
     static void init(const std::filesystem::path& root);
+    // The node name `opts` stands for (the host name when unset), checked.
+    static std::string node_name(const store_options& opts);
     virtual ~store() = default;
 
     virtual const store_options& options() const = 0;

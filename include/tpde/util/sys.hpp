@@ -76,8 +76,17 @@ void unlink_at(int dirfd, const std::string& rel, int flags, const std::string& 
 bool remove_if_exists(int dirfd, const std::string& rel, int flags = 0);
 bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow = false);
 std::vector<std::string> list_dir(int dirfd, const std::string& rel);
+// With each entry's type as readdir gives it (DT_UNKNOWN where the filesystem does not say):
+// a listing without a stat per entry, which on a shared filesystem is a round trip each.
+struct dir_item {
+    std::string name;
+    unsigned char type; // DT_*
+};
+std::vector<dir_item> list_dir_typed(int dirfd, const std::string& rel);
 // The whole file, at most `limit` bytes (os_error EFBIG beyond).
 std::string read_small_file(int dirfd, const std::string& rel, const std::string& shown,
                             std::size_t limit = 1u << 20);
+// The same, from an open descriptor (from offset 0).
+std::string read_small_fd(int f, const std::string& shown, std::size_t limit = 1u << 20);
 
 } // namespace tpde::util::sys

@@ -16,6 +16,8 @@ packages=(
     # scripts/bench/alternatives.py: the float codecs it compares against (zstandard module,
     # c-blosc, zfp's Python binding, fpzip's library, used through ctypes)
     python3-zstandard python3-blosc python3-zfpy libfpzip1
+    # tests/cluster: a GlusterFS volume on local bricks, one client mount per "host"
+    glusterfs-server glusterfs-client iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

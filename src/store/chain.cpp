@@ -155,8 +155,10 @@ void chain_lock::verify() const {
 
 chain_lock::chain_lock(int chain_dir, bool exclusive) : exclusive_(exclusive) {
     fd_ = sys::open_at(chain_dir, "lock", O_RDONLY, 0, "chain lock");
-    while (::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH) != 0)
-        if (errno != EINTR) sys::fail("cannot lock", "chain lock");
+    if (!sys::flock_within(fd_.get(), exclusive ? LOCK_EX : LOCK_SH, lock_wait_ms))
+        throw store_error(EIO, fmt::format("chain lock held for more than {} s (by a host that "
+                                           "stopped answering?)",
+                                           lock_wait_ms / 1000));
 }
 chain_lock::~chain_lock() {
     ::flock(fd_.get(), LOCK_UN);
@@ -165,11 +167,10 @@ chain_lock::~chain_lock() {
 chain_work_lock::chain_work_lock(int chain_dir, bool wait) {
     // Created on first use: chains made before there were several nodes have no such file.
     fd_ = sys::open_at(chain_dir, "work", O_RDWR | O_CREAT, 0644, "chain work lock");
-    while (::flock(fd_.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
-        if (errno == EWOULDBLOCK && !wait) return;
-        if (errno != EINTR) sys::fail("cannot lock", "chain work lock");
-    }
-    held_ = true;
+    // Waiting, as long as a maintenance task of another node may take (minutes for GBs).
+    held_ = sys::flock_within(fd_.get(), LOCK_EX, wait ? 20 * lock_wait_ms : 0);
+    if (wait && !held_)
+        throw store_error(EIO, "chain work lock held for more than 10 min by another node");
 }
 chain_work_lock::~chain_work_lock() {
     if (held_) ::flock(fd_.get(), LOCK_UN);

@@ -68,8 +68,13 @@ std::string store_impl::publish_new(const std::string& path, const std::string& 
         ns_locks::guard across_hosts(ns_locks_, {rel});
         if (!expected.empty()) {
             struct stat st {};
-            if (sys::stat_at(ctx_.ns_dir.get(), rel, st) && S_ISREG(st.st_mode) &&
-                record_at(path).version == expected) {
+            std::optional<version_record> current;
+            try {
+                current = read_record(rel, path, st);
+            } catch (const store_error& e) {
+                if (e.error_number() != ENOENT) throw;
+            }
+            if (current && current->version == expected) {
                 // The new version keeps the file's mode and extended attributes.
                 sys::mutation_point();
                 if (::fchmod(rec.get(), st.st_mode & 07777) != 0)
@@ -80,7 +85,7 @@ std::string store_impl::publish_new(const std::string& path, const std::string& 
                         spdlog::warn("{}: attribute {} not kept: {}", path, name,
                                      std::strerror(errno));
                 }
-                replaced_chain = record_at(path).chain_id;
+                replaced_chain = current->chain_id;
                 sys::rename_at(ctx_.tmp_dir.get(), tmp, ctx_.ns_dir.get(), rel, 0, full(path));
                 named = true;
             }

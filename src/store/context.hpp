@@ -14,6 +14,11 @@ namespace tpde::store {
 
 namespace sys = util::sys; // the store's system calls
 
+// How long a lock of the store (a chain's, a path's) is waited for before the operation
+// fails with EIO. A live process holds one for milliseconds; only a host that stopped
+// answering holds one longer (GlusterFS keeps a frozen client's locks until it resumes).
+inline constexpr unsigned lock_wait_ms = 30'000;
+
 struct atomic_counters {
     std::atomic<std::uint64_t> commits{0}, bytes_committed{0}, bytes_written{0}, reencodes{0},
         versions_freed{0}, bytes_freed{0}, frames_decoded{0};

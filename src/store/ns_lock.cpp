@@ -31,8 +31,11 @@ ns_locks::guard::guard(ns_locks& locks, std::initializer_list<std::string> paths
     try {
         for (auto s : stripes) {
             int fd = locks.fd_for(s);
-            while (::flock(fd, LOCK_EX) != 0)
-                if (errno != EINTR) sys::fail("cannot lock", (locks.ctx_.root / "locks").string());
+            if (!sys::flock_within(fd, LOCK_EX, lock_wait_ms))
+                throw store_error(EIO,
+                                  fmt::format("{}/locks/{:02x}: held for more than {} s "
+                                              "(by a host that stopped answering?)",
+                                              locks.ctx_.root.string(), s, lock_wait_ms / 1000));
             held_.push_back(fd);
         }
     } catch (...) {

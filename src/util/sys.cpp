@@ -1,13 +1,16 @@
 #include "tpde/util/sys.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/core.h>
 #include <optional>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -183,6 +186,17 @@ bool remove_if_exists(int dirfd, const std::string& rel, int flags) {
     if (::unlinkat(dirfd, rel.c_str(), flags) == 0) return true;
     if (errno == ENOENT) return false;
     fail("cannot remove", rel);
+}
+
+bool flock_within(int f, int how, unsigned limit_ms) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);
+    for (unsigned pause_us = 100;;) {
+        if (::flock(f, how | LOCK_NB) == 0) return true;
+        if (errno != EWOULDBLOCK && errno != EINTR) fail("cannot lock", "a lock file");
+        if (std::chrono::steady_clock::now() >= give_up) return false;
+        ::usleep(pause_us);
+        pause_us = std::min(pause_us * 2, 20000u); // contention is brief: a rename's length
+    }
 }
 
 bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow) {

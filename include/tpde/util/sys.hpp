@@ -74,6 +74,10 @@ void link_at(int from_dir, const std::string& from, int to_dir, const std::strin
 void unlink_at(int dirfd, const std::string& rel, int flags, const std::string& shown);
 // Unlink that tolerates ENOENT; returns whether something was removed.
 bool remove_if_exists(int dirfd, const std::string& rel, int flags = 0);
+// flock(2) with a limit on the wait: false if `how` (LOCK_SH or LOCK_EX) was not granted
+// within `limit_ms`. On a shared filesystem a lock whose holder's host stopped answering is
+// held until that host comes back, so nothing waits for one without end.
+bool flock_within(int f, int how, unsigned limit_ms);
 bool stat_at(int dirfd, const std::string& rel, struct stat& st, bool follow = false);
 std::vector<std::string> list_dir(int dirfd, const std::string& rel);
 // With each entry's type as readdir gives it (DT_UNKNOWN where the filesystem does not say):

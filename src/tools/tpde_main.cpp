@@ -239,9 +239,13 @@ int run_stats(const stats_args& a, const coding_options& o) {
 
         void add(const encoded_block& e, std::uint64_t stored) {
             type = codec::name_of(e.info.type);
-            match = format::name_of(e.plan.match);
-            std::string m = codec::name_of(e.info.chosen);
-            if (methods.find(m) == std::string::npos) methods += methods.empty() ? m : "+" + m;
+            // Several where blocks differ: a resized tensor's new rows (name+none).
+            auto add_to = [](std::string& list, const std::string& m) {
+                if (("+" + list + "+").find("+" + m + "+") == std::string::npos)
+                    list += list.empty() ? m : "+" + m;
+            };
+            add_to(match, format::name_of(e.plan.match));
+            add_to(methods, codec::name_of(e.info.chosen));
             elements += e.info.elements;
             changed += e.info.changed;
             in += e.plan.size;
@@ -263,7 +267,7 @@ int run_stats(const stats_args& a, const coding_options& o) {
     });
     auto print = [](const std::string& label, const row& r) {
         std::string name = label.size() > 40 ? "..." + label.substr(label.size() - 37) : label;
-        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
+        fmt::print("{:<40} {:>5} {:>10} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
                    r.match, r.methods,
                    r.elements ? 100.0 * double(r.changed) / double(r.elements) : 0.0, r.in, r.out,
                    double(r.in) / double(r.out));
@@ -272,11 +276,13 @@ int run_stats(const stats_args& a, const coding_options& o) {
         fmt::print("layout: {}{}\n", format::name_of(layout.kind),
                    layout.fallback_reason.empty() ? ""
                                                   : " (fallback: " + layout.fallback_reason + ")");
-        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
+        fmt::print("{:<40} {:>5} {:>10} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
                    "match", "method", "changed", "bytes_in", "bytes_out", "ratio");
         for (const auto& r : rows) {
-            std::string name =
-                a.blocks ? fmt::format("@{}", r.offset) : layout.segments[r.segment].name;
+            const auto& seg = layout.segments[r.segment];
+            std::string name = a.blocks             ? fmt::format("@{}", r.offset)
+                               : seg.tensor.empty() ? seg.name
+                                                    : seg.tensor;
             print(name.empty() ? "(whole file)" : name, r);
         }
     }
@@ -302,7 +308,8 @@ format::file_layout streamed_layout(const tools::input_file& f, std::size_t chun
         const auto& a = handed[i];
         const auto& b = l.segments[i];
         bool clipped = a.length == format::open_ended || a.offset + a.length > f.size();
-        if (a.name != b.name || a.offset != b.offset || (!clipped && a.length != b.length))
+        if (a.name != b.name || a.tensor != b.tensor || a.offset != b.offset ||
+            (!clipped && a.length != b.length))
             throw std::runtime_error(
                 fmt::format("stream segmenter changed segment {} ('{}') at the end", i, a.name));
     }
@@ -314,10 +321,13 @@ int run_segments(const segments_args& a) {
     auto l = a.stream_chunk ? streamed_layout(f, a.stream_chunk) : layout_of(f, true);
     fmt::print("layout: {}{}\n", format::name_of(l.kind),
                l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
+    // offset, length, element type, bytes per row of the leading dimension (- unknown), the
+    // format's name, and " = " the checkpoint's name for the tensor where it gives one.
     for (const auto& s : l.segments)
-        fmt::print("{:>12} {:>12} {:>6} {}\n", s.offset, s.length,
-                   s.type ? codec::name_of(*s.type) : "-",
-                   s.name.empty() ? "(whole file)" : s.name);
+        fmt::print(
+            "{:>12} {:>12} {:>6} {:>8} {}{}\n", s.offset, s.length,
+            s.type ? codec::name_of(*s.type) : "-", s.row_bytes ? std::to_string(s.row_bytes) : "-",
+            s.name.empty() ? "(whole file)" : s.name, s.tensor.empty() ? "" : " = " + s.tensor);
     return 0;
 }
 

@@ -8,7 +8,8 @@ For the last pair (PREV, NEW) of each variant directory given:
     segment matching and with fixed blocks (--no-segments);
   - the state-dict changes of tests/format/naming_cases.py (entries inserted, removed,
     renamed, reordered; optimizer state rebuilt or nested; tied weights; a resized
-    embedding), which renumber torch.save's storages: ratio of each modified pair next to the
+    embedding), which renumber torch.save's storages, and the same state as a DCP checkpoint
+    (.distcp + .metadata) with an entry inserted: ratio of each modified pair next to the
     ratio of its unchanged pair (tests/format/naming_cases.py says which pair that is), for
     this build and, with --before TPDE, another one;
   - segmentation overhead: time of `tpde segments` on PREV and NEW (the parse the encoder
@@ -31,6 +32,7 @@ import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "..", "tests", "format"))
+import dcp_writer  # noqa: E402
 import naming_cases  # noqa: E402
 
 TPDE = os.environ.get("TPDE", os.path.join(here, "..", "..", "build", "tpde"))
@@ -128,6 +130,14 @@ for d in args.dirs:
                 cells.append((refs[key], ratio(paths["new"], paths["prev"], work, tpde=tpde)))
             naming_rows.append((label, case, cells))
             print(f"format_bench: {label}: {case} done", file=sys.stderr)
+        # The same state saved as torch.distributed.checkpoint saves it (tests/format/
+        # dcp_writer.py: items in a .distcp file, a .metadata beside it), an entry inserted at
+        # the front: every later item moves.
+        dp = dcp_writer.save(prev_state, os.path.join(work, "dcp-prev"))
+        db = dcp_writer.save(state, os.path.join(work, "dcp-new"))
+        dm = dcp_writer.save(naming_cases.insert_at(0.0)(state), os.path.join(work, "dcp-mod"))
+        cells = [(ratio(db, dp, work, tpde=t), ratio(dm, dp, work, tpde=t)) for _, t in binaries]
+        naming_rows.append((label, "DCP .distcp + .metadata, inserted at the front", cells))
 
 if shift_rows:
     print("| variant | NEW | ratio, segments | ratio, fixed blocks | vs unshifted (segments) |")

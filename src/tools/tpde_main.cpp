@@ -19,6 +19,7 @@
 #include "store_commands.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
+#include "tpde/format/dcp.hpp"
 #include "tpde/format/stream_segmenter.hpp"
 #include "tpde/util/ordered_pipeline.hpp"
 
@@ -56,10 +57,38 @@ std::unique_ptr<util::thread_pool> coding_pool(unsigned threads) {
     return std::make_unique<util::thread_pool>(std::max(1u, threads), 5);
 }
 
+// A .distcp file's items named by the .metadata beside it (torch.distributed.checkpoint
+// writes it into the same directory, after the .distcp files), when it is there and readable.
+void name_dcp_items(const tools::input_file& f, format::file_layout& l) {
+    const auto& p = f.path();
+    if (p.extension() != ".distcp") return;
+    const auto meta = p.parent_path() / ".metadata";
+    std::error_code ec;
+    if (!fs::is_regular_file(meta, ec)) {
+        spdlog::debug("{}: no {} beside it: items named by their order", p.string(), meta.string());
+        return;
+    }
+    std::string why;
+    std::optional<format::dcp_metadata> md;
+    try {
+        tools::input_file m(meta);
+        md = format::read_dcp_metadata(m.view(0, m.size()), &why);
+    } catch (const std::exception& e) {
+        why = e.what();
+    }
+    if (!md) {
+        spdlog::warn("{}: {} not understood ({}): items named by their order", p.string(),
+                     meta.string(), why);
+        return;
+    }
+    format::name_dcp_items(l, *md, p.filename().string());
+}
+
 format::file_layout layout_of(const tools::input_file& f, bool segments) {
     if (!segments) return format::generic_layout(f.size());
     auto start = std::chrono::steady_clock::now();
     auto l = format::segment_file(f.view(0, f.size()));
+    name_dcp_items(f, l);
     spdlog::debug(
         "{}: {} layout, {} segments, parsed in {:.3f} ms", f.path().string(),
         format::name_of(l.kind), l.segments.size(),
@@ -318,7 +347,13 @@ format::file_layout streamed_layout(const tools::input_file& f, std::size_t chun
 
 int run_segments(const segments_args& a) {
     tools::input_file f(a.path);
-    auto l = a.stream_chunk ? streamed_layout(f, a.stream_chunk) : layout_of(f, true);
+    format::file_layout l;
+    if (a.stream_chunk) {
+        l = streamed_layout(f, a.stream_chunk);
+        name_dcp_items(f, l);
+    } else {
+        l = layout_of(f, true);
+    }
     fmt::print("layout: {}{}\n", format::name_of(l.kind),
                l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
     // offset, length, element type, bytes per row of the leading dimension (- unknown), the

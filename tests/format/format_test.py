@@ -228,6 +228,7 @@ for f in sorted(os.listdir(work)):
 # each modified pair round-trips bit-exact and compresses within 1% of its unchanged pair,
 # because storages are matched by the path that names them in the checkpoint.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dcp_writer  # noqa: E402
 import naming_cases  # noqa: E402
 
 
@@ -330,6 +331,55 @@ for case, prep, modify, reference in naming_cases.CASES:
         check("naming_resized_new_rows_alone", rows["model.tok.weight"][0] == "name+none" and
               rows["optimizer.state.0.exp_avg"][0] == "name+none", rows["model.tok.weight"])
 
+# DCP: items named by the .metadata beside the .distcp file (dcp_writer.py writes what
+# torch.distributed.checkpoint writes); an entry added at the front shifts every item.
+dcp_dir = os.path.join(work, "dcp")
+dprev = dcp_writer.save(prev_state, os.path.join(dcp_dir, "step1"))
+dbase = dcp_writer.save(new_state, os.path.join(dcp_dir, "step2"))
+dnew = dcp_writer.save(naming_cases.insert_at(0.0)(new_state), os.path.join(dcp_dir, "step3"))
+kind, segs = segments_full(dnew)
+dnames = {s[5] for s in segs}
+check("dcp_metadata_names", kind == "distcp" and "model.tok.weight/data/0" in dnames and
+      "optimizer.state.2.exp_avg/data/0" in dnames, sorted(dnames)[:5])
+check("dcp_metadata_stream_names", segments_full(dnew, "--stream", "4096")[1] == segs)
+dcp_base = pair_ratio("dcp_named_base", dbase, dprev)
+dcp_got = pair_ratio("dcp_named", dnew, dprev)
+naming_ratios.append(("DCP, inserted at the front (.metadata beside)", dcp_base, dcp_got))
+check("dcp_named_within_1pct", dcp_got >= dcp_base * 0.99, f"{dcp_got:.4f} vs {dcp_base:.4f}")
+bare = os.path.join(dcp_dir, "bare")
+os.makedirs(bare)
+for tag, f in (("p", dprev), ("n", dnew)):
+    os.makedirs(os.path.join(bare, tag))
+    open(os.path.join(bare, tag, "__0_0.distcp"), "wb").write(open(f, "rb").read())
+dcp_bare = pair_ratio("dcp_bare", os.path.join(bare, "n", "__0_0.distcp"), os.path.join(bare, "p", "__0_0.distcp"))
+naming_ratios.append(("DCP, inserted at the front (no .metadata)", dcp_base, dcp_bare))
+check("dcp_without_metadata_by_order", dcp_bare < dcp_got * 0.99, f"{dcp_bare:.4f} vs {dcp_got:.4f}")
+# The store's re-encoding finds the .metadata files in the store (import commits a step's
+# .metadata before its .distcp files: natural name order). In the store the older version is
+# the delta (against the newer): compared with the same import of the unchanged pair.
+def imported_ratio(tag, newer, with_metadata=True):
+    store, imp = os.path.join(work, tag + "-store"), os.path.join(work, tag + "-import")
+    for step, f in (("1", dprev), ("2", newer)):
+        os.makedirs(os.path.join(imp, "step" + step))
+        for name in ("__0_0.distcp", ".metadata") if with_metadata else ("__0_0.distcp",):
+            open(os.path.join(imp, "step" + step, name), "wb").write(
+                open(os.path.join(os.path.dirname(f), name), "rb").read())
+    tpde("import", imp, store)
+    ls = {line.split()[-1]: line.split() for line in tpde("ls", "-R", store).stdout.splitlines()[1:]}
+    old = ls.get("step1/__0_0.distcp")
+    cat = subprocess.run([TPDE, "cat", store, "step1/__0_0.distcp"], capture_output=True).stdout
+    check(f"{tag}_cat_exact", cat == open(dprev, "rb").read())
+    check(f"{tag}_is_delta", old is not None and old[4] == "step2/__0_0.distcp", old)
+    return float(old[2]) if old else 0.0
+
+
+store_base = imported_ratio("dcp_store_base", dbase)
+store_named = imported_ratio("dcp_store_named", dnew)
+store_bare = imported_ratio("dcp_store_bare", dnew, with_metadata=False)
+naming_ratios.append(("DCP in the store, inserted at the front (.metadata in the store)", store_base, store_named))
+naming_ratios.append(("DCP in the store, inserted at the front (no .metadata)", store_base, store_bare))
+check("dcp_store_named_within_1pct", store_named >= store_base * 0.99, f"{store_named} vs {store_base}")
+check("dcp_store_bare_by_order", store_bare < store_named * 0.99, f"{store_bare} vs {store_named}")
 print("| case | unchanged pair | modified pair | vs unchanged |")
 print("|---|---:|---:|---:|")
 for case, base, got in naming_ratios:

@@ -131,6 +131,7 @@ private:
     };
 
     void component(std::string_view s) {
+        if (bad_) return; // nothing below is named: the path need not grow (a deep nest)
         if (!path_.empty()) path_ += '.';
         path_ += s;
         if (path_.size() > max_name) bad_ = true;

@@ -198,6 +198,23 @@ TEST(PickleNaming, HostilePicklesAreBoundedOrRefused) {
     auto s = storage_types(cycle.bytes());
     ASSERT_EQ(s.size(), 1u);
     EXPECT_EQ(s["0"].name, "1");
+    // Nested deeper than any stack: [[[...[tensor]...]]] built through the memo, one level
+    // per 6 bytes. The walk keeps its own stack; a path past 1024 bytes names nothing.
+    for (int depth : {100, 200000}) {
+        pk nest;
+        nest.op(']').tensor("0", {2}, {1}, 2).op('a').op('q').b += '\0';
+        nest.op('0');
+        for (int i = 0; i < depth; ++i) {
+            nest.op(']').op('h').b += '\0';
+            nest.op('a').op('q').b += '\0';
+            nest.op('0');
+        }
+        nest.op('h').b += '\0';
+        auto n = storage_types(nest.bytes());
+        std::string want;
+        for (int i = 0; i <= depth; ++i) want += i ? ".0" : "0";
+        EXPECT_EQ(n["0"].name, depth == 100 ? want : "") << depth;
+    }
     // Truncated, unknown opcodes, memo out of range, odd SETITEMS.
     for (std::string bad : {std::string("\x80\x02}(X\xff\xff\xff\x7f"), std::string("\x80\x02\xff"),
                             std::string("\x80\x02h\x05."), std::string("\x80\x02}(Xu", 6)}) {

@@ -331,6 +331,32 @@ for case, prep, modify, reference in naming_cases.CASES:
         check("naming_resized_new_rows_alone", rows["model.tok.weight"][0] == "name+none" and
               rows["optimizer.state.0.exp_avg"][0] == "name+none", rows["model.tok.weight"])
 
+# The same in the store: the writer's stream segmenter names the storages, the footers keep
+# the names, and the re-encoding of the older version against the newer matches by them.
+def torch_store_ratio(tag, older, newer):
+    store, imp = os.path.join(work, tag + "-store"), os.path.join(work, tag + "-import")
+    for step, f in (("1", older), ("2", newer)):
+        os.makedirs(os.path.join(imp, "step" + step))
+        open(os.path.join(imp, "step" + step, "ckpt.pt"), "wb").write(open(f, "rb").read())
+    tpde("import", imp, store)
+    ls = {line.split()[-1]: line.split() for line in tpde("ls", "-R", store).stdout.splitlines()[1:]}
+    old = ls.get("step1/ckpt.pt")
+    cat = subprocess.run([TPDE, "cat", store, "step1/ckpt.pt"], capture_output=True).stdout
+    check(f"{tag}_cat_exact", cat == open(older, "rb").read())
+    check(f"{tag}_is_delta", old is not None and old[4] == "step2/ckpt.pt", old)
+    return float(old[2]) if old else 0.0
+
+
+front = os.path.join(work, "naming", "inserted_at_the_front")
+store_unchanged = torch_store_ratio("torch_store_base", os.path.join(front, "prev", "ckpt.pt"),
+                                    os.path.join(front, "ref_new", "ckpt.pt"))
+store_inserted = torch_store_ratio("torch_store_inserted", os.path.join(front, "prev", "ckpt.pt"),
+                                   os.path.join(front, "new", "ckpt.pt"))
+naming_ratios.append(("store, inserted at the front (older version against newer)", store_unchanged,
+                      store_inserted))
+check("torch_store_inserted_within_1pct", store_inserted >= store_unchanged * 0.99,
+      f"{store_inserted} vs {store_unchanged}")
+
 # DCP: items named by the .metadata beside the .distcp file (dcp_writer.py writes what
 # torch.distributed.checkpoint writes); an entry added at the front shifts every item.
 dcp_dir = os.path.join(work, "dcp")

@@ -323,6 +323,7 @@ int run_stats(const stats_args& a, const coding_options& o) {
 struct segments_args {
     fs::path path;
     std::size_t stream_chunk{0}; // 0: parse the whole file; else feed it in chunks this size
+    fs::path ref;                // with PREV: how each segment finds its reference in it
 };
 
 // The layout as the stream segmenter builds it, fed `chunk` bytes at a time; checks that
@@ -354,15 +355,38 @@ int run_segments(const segments_args& a) {
     } else {
         l = layout_of(f, true);
     }
+    // Against PREV: the match of the blocks each segment lies in (name, key, offset, none;
+    // joined by + where they differ).
+    std::vector<std::string> matches;
+    if (!a.ref.empty()) {
+        tools::input_file prev(a.ref);
+        auto prev_layout = layout_of(prev, true);
+        matches.resize(l.segments.size());
+        std::size_t i = 0;
+        for (const auto& b : format::plan_blocks(l, &prev_layout, prev.size())) {
+            while (i < l.segments.size() && l.segments[i].offset + l.segments[i].length <= b.offset)
+                ++i;
+            for (auto k = i; k < l.segments.size() && l.segments[k].offset < b.offset + b.size;
+                 ++k) {
+                std::string m = format::name_of(b.match);
+                if (("+" + matches[k] + "+").find("+" + m + "+") == std::string::npos)
+                    matches[k] += matches[k].empty() ? m : "+" + m;
+            }
+        }
+    }
     fmt::print("layout: {}{}\n", format::name_of(l.kind),
                l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
-    // offset, length, element type, bytes per row of the leading dimension (- unknown), the
-    // format's name, and " = " the checkpoint's name for the tensor where it gives one.
-    for (const auto& s : l.segments)
+    // offset, length, element type, bytes per row of the leading dimension (- unknown), with
+    // --ref the match, the format's name, and " = " the checkpoint's name for the tensor
+    // where it gives one.
+    for (std::size_t i = 0; i < l.segments.size(); ++i) {
+        const auto& s = l.segments[i];
         fmt::print(
-            "{:>12} {:>12} {:>6} {:>8} {}{}\n", s.offset, s.length,
+            "{:>12} {:>12} {:>6} {:>8} {}{}{}\n", s.offset, s.length,
             s.type ? codec::name_of(*s.type) : "-", s.row_bytes ? std::to_string(s.row_bytes) : "-",
+            matches.empty() ? "" : fmt::format("{:>11} ", matches[i]),
             s.name.empty() ? "(whole file)" : s.name, s.tensor.empty() ? "" : " = " + s.tensor);
+    }
     return 0;
 }
 
@@ -439,6 +463,10 @@ int main(int argc, char** argv) {
     sg->add_option("--stream", ga.stream_chunk,
                    "segment as a writer would see it: fed in chunks of this many bytes")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+    sg->add_option("--ref", ga.ref,
+                   "PREV: also show how each segment finds its reference in PREV (match: "
+                   "name, key, offset, none)")
+        ->check(CLI::ExistingFile);
 
     auto run_store_command = tools::add_store_commands(app);
 

@@ -9,6 +9,7 @@ Usage: format_test.py PATH_TO_TPDE [RESULTS_DIR]. Skips (exit 77) without torch 
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -314,6 +315,13 @@ for case, prep, modify, reference in naming_cases.CASES:
         moved = [n for n in large if n.startswith(("model.", "optimizer.")) and "inserted" not in n]
         check("naming_moved_tensors_match_by_name", all(rows[n][0] == "name" for n in moved),
               [(n, rows[n]) for n in moved if rows[n][0] != "name"][:4])
+        # tpde segments --ref says the same per segment (a match column before the names).
+        with_ref = {}
+        for line in tpde("segments", "--ref", files["prev"], files["new"]).stdout.splitlines()[1:]:
+            off, length, typ, rows, match, rest = line.split(None, 5)
+            with_ref[rest.partition(" = ")[2]] = match
+        check("naming_segments_ref_match", with_ref.get("model.tok.weight") == "name" and
+              with_ref.get("model.adapter.inserted.weight") == "offset", with_ref.get("model.tok.weight"))
     if case == "keys renamed (module. prefix)":
         renamed = [n for n in large if n.startswith("model.module.")]
         check("naming_renamed_match_by_key", renamed and all(rows[n][0] == "key" for n in renamed),
@@ -432,4 +440,6 @@ for name, data in cases.items():
     check(f"hostile_{name}_stream_covers", r.returncode == 0)
     roundtrip(f"hostile_{name}", path)
 
+if not failed:
+    shutil.rmtree(work, ignore_errors=True)  # kept for a look when something failed
 finish()

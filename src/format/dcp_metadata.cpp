@@ -23,9 +23,10 @@ const value* entry(const machine& m, const value& dict, std::string_view name) {
     const value* found = nullptr;
     const value* key = nullptr;
     m.for_each_child(dict.ref, [&](const child& c) {
-        if (c.r == role::key)
+        if (c.v.r == role::key)
             key = &c.v;
-        else if (c.r == role::val && !found && key && key->k == kind::text && m.text(*key) == name)
+        else if (c.v.r == role::val && !found && key && key->k == kind::text &&
+                 m.text(*key) == name)
             found = &c.v;
     });
     return found;
@@ -38,7 +39,7 @@ const value* attr(const machine& m, const value& obj, std::string_view name) {
     if (obj.k != kind::call) return nullptr;
     const value* found = nullptr;
     m.for_each_child(obj.ref, [&](const child& c) {
-        if (found || c.r != role::state) return;
+        if (found || c.v.r != role::state) return;
         if (c.v.k == kind::dict) found = entry(m, c.v, name);
         for (std::size_t i = 0; !found && i < m.item_count(c.v); ++i)
             if (auto* part = m.item(c.v, i)) found = entry(m, *part, name);
@@ -46,9 +47,9 @@ const value* attr(const machine& m, const value& obj, std::string_view name) {
     return found;
 }
 
-std::optional<std::uint64_t> unsigned_of(const value* v) {
-    if (!v || v->k != kind::integer || v->num < 0) return std::nullopt;
-    return static_cast<std::uint64_t>(v->num);
+std::optional<std::uint64_t> unsigned_of(const machine& m, const value* v) {
+    if (!v || v->k != kind::integer || m.integer(*v) < 0) return std::nullopt;
+    return static_cast<std::uint64_t>(m.integer(*v));
 }
 
 // "@o1,o2" for a chunk offset (a torch.Size: REDUCE(torch.Size, ((o1, o2),))) that is not all
@@ -57,7 +58,7 @@ std::string chunk_suffix(const machine& m, const value* offset) {
     if (!offset || offset->k != kind::call) return {};
     const value* args = nullptr;
     m.for_each_child(offset->ref, [&](const child& c) {
-        if (c.r == role::args) args = &c.v;
+        if (c.v.r == role::args) args = &c.v;
     });
     const value* dims = args ? m.item(*args, 0) : nullptr;
     if (!dims) return {};
@@ -66,8 +67,8 @@ std::string chunk_suffix(const machine& m, const value* offset) {
     for (std::size_t i = 0; i < m.item_count(*dims) && s.size() <= max_name; ++i) {
         auto* d = m.item(*dims, i);
         if (!d || d->k != kind::integer) return {};
-        nonzero |= d->num != 0;
-        s += (i ? "," : "@") + std::to_string(d->num);
+        nonzero |= m.integer(*d) != 0;
+        s += (i ? "," : "@") + std::to_string(m.integer(*d));
     }
     return nonzero ? s : std::string{};
 }
@@ -85,15 +86,15 @@ std::optional<dcp_metadata> read_dcp_metadata(std::span<const std::byte> bytes, 
         dcp_metadata md;
         const value* key = nullptr;
         m.for_each_child(storage->ref, [&](const child& c) {
-            if (c.r == role::key) {
+            if (c.v.r == role::key) {
                 key = &c.v;
                 return;
             }
-            if (c.r != role::val || !key) return;
+            if (c.v.r != role::val || !key) return;
             auto* fqn = attr(m, *key, "fqn");
             auto* path = attr(m, c.v, "relative_path");
-            auto offset = unsigned_of(attr(m, c.v, "offset"));
-            auto length = unsigned_of(attr(m, c.v, "length"));
+            auto offset = unsigned_of(m, attr(m, c.v, "offset"));
+            auto length = unsigned_of(m, attr(m, c.v, "length"));
             if (!fqn || fqn->k != kind::text || !path || path->k != kind::text || !offset ||
                 !length || *offset > UINT64_MAX - *length || m.text(*fqn).size() > max_name ||
                 m.text(*fqn).empty())

@@ -74,18 +74,39 @@ void machine::count(std::size_t n) {
 value machine::new_node(kind k) {
     count(1);
     nodes_.push_back({k, no_node, no_node});
-    return {k, static_cast<std::uint32_t>(nodes_.size() - 1), 0};
+    value v;
+    v.k = k;
+    v.ref = static_cast<std::uint32_t>(nodes_.size() - 1);
+    return v;
 }
 
 value machine::new_text(std::string_view s) {
     count(1);
     texts_.push_back(s);
-    return {kind::text, static_cast<std::uint32_t>(texts_.size() - 1), 0};
+    value v;
+    v.k = kind::text;
+    v.ref = static_cast<std::uint32_t>(texts_.size() - 1);
+    return v;
+}
+
+value machine::new_integer(std::int64_t n) {
+    value v;
+    v.k = kind::integer;
+    if (n >= INT32_MIN && n <= INT32_MAX) {
+        v.ref = static_cast<std::uint32_t>(static_cast<std::int32_t>(n));
+    } else {
+        count(1);
+        ints_.push_back(n);
+        v.wide = 1;
+        v.ref = static_cast<std::uint32_t>(ints_.size() - 1);
+    }
+    return v;
 }
 
 void machine::add_child(std::uint32_t n, value v, role r) {
     count(1);
-    children_.push_back({v, r, no_node});
+    v.r = r;
+    children_.push_back({v, no_node});
     const auto c = static_cast<std::uint32_t>(children_.size() - 1);
     auto& nd = nodes_[n];
     if (nd.last == no_node)
@@ -153,19 +174,20 @@ std::string machine::global_name(const value& v) const {
 std::size_t machine::item_count(const value& v) const {
     if (v.k != kind::tuple && v.k != kind::list) return 0;
     std::size_t n = 0;
-    for_each_child(v.ref, [&](const child& c) { n += c.r == role::item; });
+    for_each_child(v.ref, [&](const child& c) { n += c.v.r == role::item; });
     return n;
 }
 
 const value* machine::item(const value& v, std::size_t i) const {
     if (v.k != kind::tuple && v.k != kind::list) return nullptr;
     for (auto c = nodes_[v.ref].first; c != no_node; c = children_[c].next)
-        if (children_[c].r == role::item && i-- == 0) return &children_[c].v;
+        if (children_[c].v.r == role::item && i-- == 0) return &children_[c].v;
     return nullptr;
 }
 
 value machine::run(const std::function<void(const value&)>& on_persid) {
-    auto integer = [](std::int64_t n) { return value{kind::integer, 0, n}; };
+    auto integer_of = [this](const value& v) { return integer(v); };
+    auto integer = [&](std::int64_t n) { return new_integer(n); };
     auto text_integer = [&](std::string_view s) {
         if (!s.empty() && (s.back() == 'L')) s.remove_suffix(1); // protocol 0 LONG
         std::int64_t n = 0;
@@ -186,7 +208,10 @@ value machine::run(const std::function<void(const value&)>& on_persid) {
         count(2);
         texts_.push_back(mod);
         texts_.push_back(name);
-        return value{kind::global, static_cast<std::uint32_t>(texts_.size() - 2), 0};
+        value v;
+        v.k = kind::global;
+        v.ref = static_cast<std::uint32_t>(texts_.size() - 2);
+        return v;
     };
     auto persid = [&](value pid) {
         if (on_persid) on_persid(pid);
@@ -207,7 +232,7 @@ value machine::run(const std::function<void(const value&)>& on_persid) {
         case '.': // STOP
             return pop();
         case '(': // MARK
-            push({kind::mark, 0, 0});
+            push(value{kind::mark});
             break;
         case ')': // EMPTY_TUPLE
             push(collect(kind::tuple, stack_.size(), false));
@@ -315,8 +340,8 @@ value machine::run(const std::function<void(const value&)>& on_persid) {
             break;
         case 'p': { // PUT
             auto n = text_integer(line());
-            if (n.k != kind::integer || n.num < 0) throw format_error("bad pickle PUT");
-            memo_put(static_cast<std::uint64_t>(n.num));
+            if (n.k != kind::integer || integer_of(n) < 0) throw format_error("bad pickle PUT");
+            memo_put(static_cast<std::uint64_t>(integer_of(n)));
             break;
         }
         case 'h': // BINGET
@@ -327,8 +352,8 @@ value machine::run(const std::function<void(const value&)>& on_persid) {
             break;
         case 'g': { // GET
             auto n = text_integer(line());
-            if (n.k != kind::integer || n.num < 0) throw format_error("bad pickle GET");
-            push(memo_get(static_cast<std::uint64_t>(n.num)));
+            if (n.k != kind::integer || integer_of(n) < 0) throw format_error("bad pickle GET");
+            push(memo_get(static_cast<std::uint64_t>(integer_of(n))));
             break;
         }
         case 't': { // TUPLE

@@ -63,9 +63,9 @@ void record_storage(const pickle::machine& m, const value& pid,
         f.info.type = k.type;
         f.element_size = k.size;
         auto* numel = m.item(pid, 4);
-        if (numel && numel->k == kind::integer && numel->num >= 0 &&
-            std::uint64_t(numel->num) <= max_bytes / k.size)
-            f.info.bytes = std::uint64_t(numel->num) * k.size;
+        if (numel && numel->k == kind::integer && m.integer(*numel) >= 0 &&
+            std::uint64_t(m.integer(*numel)) <= max_bytes / k.size)
+            f.info.bytes = std::uint64_t(m.integer(*numel)) * k.size;
     }
     out[std::string(m.text(*key))] = std::move(f);
 }
@@ -91,7 +91,7 @@ public:
             path_.resize(f.path_len);
             bad_ = f.bad;
             const kind k = m_.at(f.node).k;
-            switch (c.r) {
+            switch (c.v.r) {
             case role::item:
                 if (k == kind::persid) break; // its id: handled when the persid was met
                 if (!f.transparent) component(std::to_string(f.index++));
@@ -104,7 +104,7 @@ public:
                 if (f.key.k == kind::text)
                     component(m_.text(f.key));
                 else if (f.key.k == kind::integer)
-                    component(std::to_string(f.key.num));
+                    component(std::to_string(m_.integer(f.key)));
                 else
                     bad_ = true; // a tuple or object as key: no name below it
                 visit(c.v, false);
@@ -201,7 +201,7 @@ private:
         auto* offset = m_.item(args, 1);
         auto* size = m_.item(args, 2);
         auto* stride = m_.item(args, 3);
-        if (!offset || offset->k != kind::integer || offset->num != 0 || !size || !stride ||
+        if (!offset || offset->k != kind::integer || m_.integer(*offset) != 0 || !size || !stride ||
             !f.info.bytes || f.element_size == 0)
             return 0;
         const auto dims = m_.item_count(*size);
@@ -210,9 +210,10 @@ private:
         for (std::size_t i = 0; i < dims; ++i) {
             auto* a = m_.item(*size, i);
             auto* b = m_.item(*stride, i);
-            if (!a || !b || a->k != kind::integer || b->k != kind::integer || a->num < 0) return 0;
-            sz[i] = a->num;
-            st[i] = b->num;
+            if (!a || !b || a->k != kind::integer || b->k != kind::integer || m_.integer(*a) < 0)
+                return 0;
+            sz[i] = m_.integer(*a);
+            st[i] = m_.integer(*b);
         }
         std::uint64_t row = 1; // elements
         for (std::size_t i = dims; i-- > 1;) {

@@ -61,9 +61,9 @@ struct node {
 struct limits {
     std::size_t stack{1u << 16};
     std::size_t memo{1u << 20};
-    // Nodes, children and strings the tree may hold (12-24 bytes each) before it stops
-    // growing: enough for ~30000 tensors with their names (torch.save writes ~32 per tensor).
-    // At most twice this is ever held: ~50 MB.
+    // Nodes, children, strings and wide integers the tree may hold (8-16 bytes each) before it
+    // stops growing: enough for ~30000 tensors with their names (torch.save writes ~32 per tensor).
+    // At most twice this is ever held: ~25 MB.
     std::size_t tree_budget{1u << 20};
 };
 

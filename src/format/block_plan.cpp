@@ -8,6 +8,8 @@ const char* name_of(match_kind m) {
     switch (m) {
     case match_kind::by_name:
         return "name";
+    case match_kind::by_key:
+        return "key";
     case match_kind::by_offset:
         return "offset";
     case match_kind::none:
@@ -20,13 +22,48 @@ block_cutter::block_cutter(const file_layout* parent, std::uint64_t parent_size,
     : parent_(parent), parent_size_(parent_size), opts_(opts),
       block_max_(std::max(opts.block_size, opts.small_segment)) {
     if (parent)
-        for (const auto& s : parent->segments) parent_by_name_.emplace(s.name, &s);
+        for (const auto& s : parent->segments) {
+            parent_by_name_.emplace(s.name, &s);
+            if (!s.tensor.empty()) parent_by_tensor_.emplace(s.tensor, &s);
+        }
 }
+
+namespace {
+
+bool by_identity(match_kind m) {
+    return m == match_kind::by_name || m == match_kind::by_key;
+}
+
+} // namespace
 
 block_cutter::reference_range block_cutter::reference_of(const segment& s) const {
     if (!parent_) return {};
-    if (auto it = parent_by_name_.find(s.name); it != parent_by_name_.end())
-        return {match_kind::by_name, it->second->offset, it->second->length};
+    const segment* p = nullptr;
+    match_kind how = match_kind::by_name;
+    if (!s.tensor.empty())
+        if (auto it = parent_by_tensor_.find(s.tensor); it != parent_by_tensor_.end())
+            p = it->second;
+    if (!p)
+        if (auto it = parent_by_name_.find(s.name); it != parent_by_name_.end()) {
+            p = it->second;
+            if (!s.tensor.empty() || !p->tensor.empty()) {
+                how = match_kind::by_key;
+                // Both named, differently: the storage key (torch's numbering in dict order)
+                // is the same tensor only if it is renamed in place: same length and type.
+                if (!s.tensor.empty() && !p->tensor.empty() &&
+                    (p->length != s.length || p->type != s.type))
+                    p = nullptr;
+            }
+        }
+    if (p) {
+        reference_range r{how, p->offset, p->length};
+        // The leading dimension grew: the rows the parent has, then the new rows alone.
+        if (s.row_bytes && s.row_bytes == p->row_bytes && s.type == p->type &&
+            s.length != open_ended && s.length > p->length && p->length % p->row_bytes == 0 &&
+            s.length % s.row_bytes == 0)
+            r.split = p->length;
+        return r;
+    }
     if (s.offset < parent_size_) return {match_kind::by_offset, s.offset, parent_size_ - s.offset};
     return {};
 }
@@ -87,9 +124,9 @@ std::optional<planned_block> block_cutter::next(std::uint64_t known) {
         // holds. The run ends where the parent's layout differs (a grown pickle), so one
         // reference range fits it. Deciding where it ends may need the next segment.
         auto same_place = [&](const segment& n) {
-            if (ref.how != match_kind::by_name) return true;
+            if (!by_identity(ref.how)) return true;
             auto r = reference_of(n);
-            return r.how == match_kind::by_name && r.offset - ref.offset == n.offset - s.offset;
+            return by_identity(r.how) && r.offset - ref.offset == n.offset - s.offset;
         };
         std::size_t last = current_;
         std::uint64_t run = *len;
@@ -110,13 +147,13 @@ std::optional<planned_block> block_cutter::next(std::uint64_t known) {
         if (s.offset + run > known) return std::nullopt;
         b.size = static_cast<std::uint32_t>(run);
         if (last == current_) b.type = s.type;
-        if (ref.how == match_kind::by_name) ref.length = parent_size_ - ref.offset; // the run
+        if (by_identity(ref.how)) ref.length = parent_size_ - ref.offset; // the run
         current_ = last + 1;
         within_ = 0;
         return with_reference(b, ref, 0);
     }
-    const std::uint64_t size =
-        *len == open_ended ? block_max_ : std::min(block_max_, *len - within_);
+    std::uint64_t size = *len == open_ended ? block_max_ : std::min(block_max_, *len - within_);
+    if (ref.split > within_ && ref.split - within_ < size) size = ref.split - within_;
     if (b.offset + size > known) return std::nullopt;
     b.size = static_cast<std::uint32_t>(size);
     b.type = s.type;

@@ -24,6 +24,11 @@ file_layout distcp_layout(std::span<const std::byte> file);
 void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
                          const std::string& prefix, file_layout& out);
 
+// The segment of the bytes between `prev` (null: the start of the file) and the next
+// segment: named after what precedes it (a zip data descriptor follows its record), so an
+// added record does not rename every later gap.
+segment gap_after(const segment* prev, std::uint64_t offset, std::uint64_t length);
+
 // Fills the gaps in `segments` (sorted by offset) with unnamed-type header segments so the
 // layout covers [0, size) exactly; throws on overlap.
 void close_gaps(file_layout& layout, std::uint64_t size);

@@ -25,6 +25,15 @@ const char* name_of(layout_kind k) {
 
 namespace detail {
 
+segment gap_after(const segment* prev, std::uint64_t offset, std::uint64_t length) {
+    if (!prev) return {"#start#after", offset, length, {}};
+    return {prev->name + "#after",
+            offset,
+            length,
+            {},
+            prev->tensor.empty() ? "" : prev->tensor + "#after"};
+}
+
 void close_gaps(file_layout& layout, std::uint64_t size) {
     auto& segs = layout.segments;
     std::stable_sort(segs.begin(), segs.end(),
@@ -37,13 +46,8 @@ void close_gaps(file_layout& layout, std::uint64_t size) {
         if (s.offset < at) throw format_error("overlapping segments");
         if (s.offset > size || size - s.offset < s.length)
             throw format_error("segment past end of file");
-        // Named after what precedes it (a zip data descriptor follows its record), so an
-        // added record does not rename every later gap.
         if (s.offset > at)
-            out.push_back({(out.empty() ? std::string("#start") : out.back().name) + "#after",
-                           at,
-                           s.offset - at,
-                           {}});
+            out.push_back(gap_after(out.empty() ? nullptr : &out.back(), at, s.offset - at));
         at = s.offset + s.length;
         out.push_back(std::move(s));
     }

@@ -55,8 +55,10 @@ struct stream_segmenter::impl {
     std::string record;
     std::uint64_t data_start{0};
     bool has_descriptor{false};
-    bool need_bytes{false};   // record size unknown: find its descriptor
-    std::uint64_t scanned{0}; // bytes of the record already searched for it
+    bool stored{false};        // method 0: the record's bytes are the data
+    std::string record_tensor; // its checkpoint name, if a storage's
+    bool need_bytes{false};    // record size unknown: find its descriptor
+    std::uint64_t scanned{0};  // bytes of the record already searched for it
     std::map<std::string, detail::storage_info> storages;
 
     bool have(std::uint64_t at, std::uint64_t n) const {
@@ -89,10 +91,8 @@ struct stream_segmenter::impl {
             throw format_error("segment after the open end");
         if (s.offset < end) throw format_error("overlapping segments");
         if (s.offset > end)
-            all.push_back({(all.empty() ? std::string("#start") : all.back().name) + "#after",
-                           end,
-                           s.offset - end,
-                           {}});
+            all.push_back(
+                detail::gap_after(all.empty() ? nullptr : &all.back(), end, s.offset - end));
         all.push_back(std::move(s));
     }
     void emit_rest(const std::string& name) {
@@ -213,18 +213,20 @@ struct stream_segmenter::impl {
         if (kind == layout_kind::npz) record = raw_name;
         data_start = cursor + 30 + name_len + extra_len;
         has_descriptor = flags & 8;
-        emit({prefix + record + "#header", cursor, data_start - cursor, {}});
-        cursor = data_start;
-
+        stored = method == 0;
         segment data{prefix + record, data_start, 0, {}};
         std::optional<std::uint64_t> size;
         if (!has_descriptor && csize != 0xffffffff) size = csize;
-        if (record.starts_with("data/") && method == 0) {
-            if (auto it = storages.find(record.substr(5)); it != storages.end()) {
-                data.type = it->second.type;
-                if (!size) size = it->second.bytes;
-            }
+        if (const auto* info = storage_of_record()) {
+            if (!size) size = info->bytes;
         }
+        describe(data, size);
+        emit({prefix + record + "#header",
+              cursor,
+              data_start - cursor,
+              {},
+              data.tensor.empty() ? "" : data.tensor + "#header"});
+        cursor = data_start;
         if (record == "data.pkl" || !size) {
             // The pickle must be read whole; other records of unknown size are small
             // (version, serialization id): find their end from the data descriptor.
@@ -264,8 +266,26 @@ struct stream_segmenter::impl {
         return false;
     }
 
+    // What the pickle says of the record being read, if it is a stored storage.
+    const detail::storage_info* storage_of_record() const {
+        if (!stored || !record.starts_with("data/")) return nullptr;
+        auto it = storages.find(record.substr(5));
+        return it == storages.end() ? nullptr : &it->second;
+    }
+    // Type, checkpoint name and row size of a storage's record, as torch_zip_layout gives
+    // them (so the two layouts agree).
+    void describe(segment& data, std::optional<std::uint64_t> size) {
+        const auto* info = storage_of_record();
+        record_tensor.clear();
+        if (!info) return;
+        data.type = info->type;
+        if (!info->name.empty()) data.tensor = record_tensor = prefix + info->name;
+        if (size && info->bytes == size) data.row_bytes = info->row_bytes;
+    }
+
     void finish_record(std::uint64_t size) {
         segment data{prefix + record, data_start, size, {}};
+        describe(data, size);
         if (record == "data.pkl") {
             try {
                 storages = detail::storage_types(bytes(data_start, size));
@@ -291,7 +311,11 @@ struct stream_segmenter::impl {
         auto next_is_pk = [&](std::uint64_t at) { return read_le<std::uint16_t>(d, at) == 0x4b50; };
         std::uint64_t len = next_is_pk(24) ? 24 : next_is_pk(16) ? 16 : 0;
         if (!len) throw format_error("data descriptor not followed by a zip header");
-        emit({prefix + record + "#after", cursor, len, {}});
+        emit({prefix + record + "#after",
+              cursor,
+              len,
+              {},
+              record_tensor.empty() ? "" : record_tensor + "#after"});
         cursor += len;
         keep_from = cursor;
         st = state::zip_header;

@@ -20,14 +20,21 @@ void append_zip_segments(std::span<const std::byte> file, const zip_archive& z,
     }
     for (const auto& e : z.entries) {
         std::string name = prefix + record_name_without_root(e.name);
-        out.segments.push_back(
-            {name + "#header", e.header_offset, e.data_offset - e.header_offset, {}});
         segment s{name, e.data_offset, e.size, {}};
         auto rel = record_name_without_root(e.name);
         if (e.method == 0 && rel.starts_with("data/")) {
             auto it = types.find(rel.substr(5));
-            if (it != types.end()) s.type = it->second.type;
+            if (it != types.end()) {
+                s.type = it->second.type;
+                if (!it->second.name.empty()) s.tensor = prefix + it->second.name;
+                if (it->second.bytes == e.size) s.row_bytes = it->second.row_bytes;
+            }
         }
+        out.segments.push_back({name + "#header",
+                                e.header_offset,
+                                e.data_offset - e.header_offset,
+                                {},
+                                s.tensor.empty() ? "" : s.tensor + "#header"});
         out.segments.push_back(std::move(s));
     }
     out.segments.push_back({prefix + "#directory", z.cd_offset, z.end - z.cd_offset, {}});

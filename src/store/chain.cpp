@@ -72,14 +72,6 @@ std::vector<std::string> digit_runs(const std::string& s) {
     return runs;
 }
 
-std::string directory_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? "" : path.substr(0, slash);
-}
-std::string file_name_of(const std::string& path) {
-    auto slash = path.rfind('/');
-    return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 bool has_digits(const std::string& s) {
     return std::any_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
@@ -102,6 +94,15 @@ std::vector<std::string> rank_ids(const std::string& path) {
 }
 
 } // namespace
+
+std::string directory_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+std::string file_name_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
 
 std::string chain_key_for(const std::string& path) {
     std::string key;

@@ -39,6 +39,9 @@ std::string new_version_id();
 // predecessor has the same file name; another name is a sibling of the same step. Whatever
 // the layout, a file naming a rank follows the same rank.
 bool same_series(const std::string& earlier, const std::string& later);
+// "a/b/c.pt" -> "a/b" and "c.pt" ("" and the path itself at the top).
+std::string directory_of(const std::string& path);
+std::string file_name_of(const std::string& path);
 // Orders candidate predecessors: how well the digit runs of `candidate` match those of
 // `path`, later runs weighing more (ranks and shard numbers come after step numbers).
 std::vector<int> digit_match_score(const std::string& path, const std::string& candidate);

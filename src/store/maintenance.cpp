@@ -7,6 +7,7 @@
 
 #include "object_encoder.hpp"
 #include "tpde/format/block_plan.hpp"
+#include "tpde/format/dcp.hpp"
 
 namespace tpde::store {
 namespace {
@@ -34,6 +35,53 @@ std::uint64_t object_uid(const chain& c, const std::string& vid) {
     return object_file(sys::open_at(c.objects(), vid, O_RDONLY, 0, where), where).footer().uid;
 }
 
+// The DCP .metadata in the directory `path` was committed in, if it is there and understood.
+// torch.distributed.checkpoint writes it after every .distcp file of the step, so the
+// compaction right after a .distcp commit usually runs before its successor's .metadata
+// exists; later re-encodings (collection, relinking) find it.
+std::optional<format::dcp_metadata> dcp_metadata_beside(store_context& ctx,
+                                                        const std::string& path) {
+    constexpr std::uint64_t max_metadata = 256u << 20;
+    const auto dir = directory_of(path);
+    const std::string rel = dir.empty() ? ".metadata" : dir + "/.metadata";
+    const auto shown = ctx.shown_ns(rel);
+    try {
+        struct stat st {};
+        if (!sys::stat_at(ctx.ns_dir.get(), rel, st) || !S_ISREG(st.st_mode)) return std::nullopt;
+        auto rec = parse_record(sys::read_small_file(ctx.ns_dir.get(), rel, shown), shown);
+        if (rec.size == 0 || rec.size > max_metadata) return std::nullopt;
+        chain mc(ctx, rec.chain_id);
+        std::shared_ptr<const version_reader> r;
+        {
+            chain_lock lock(mc.dir(), false);
+            if (!sys::stat_at(mc.versions(), rec.version, st)) return std::nullopt;
+            r = mc.open_version(rec.version, shown);
+        }
+        std::vector<std::byte> bytes(r->size());
+        if (r->read(0, bytes) != bytes.size()) return std::nullopt;
+        std::string why;
+        auto md = format::read_dcp_metadata(bytes, &why);
+        if (!md) spdlog::debug("{}: not understood ({}): items named by their order", shown, why);
+        return md;
+    } catch (const std::exception& e) {
+        spdlog::debug("{}: not read ({}): items named by their order", shown, e.what());
+        return std::nullopt;
+    }
+}
+
+// A .distcp version's layout with its items named by the .metadata beside it.
+format::file_layout named_layout(store_context& ctx, const chain& c, const std::string& vid,
+                                 const format::file_layout& layout) {
+    if (layout.kind != format::layout_kind::distcp) return layout;
+    const auto path = c.record(vid).path;
+    if (!path.ends_with(".distcp")) return layout;
+    auto md = dcp_metadata_beside(ctx, path);
+    if (!md) return layout;
+    auto named = layout;
+    format::name_dcp_items(named, *md, file_name_of(path));
+    return named;
+}
+
 } // namespace
 
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base) {
@@ -44,7 +92,12 @@ bool reencode(store_context& ctx, const chain& c, const std::string& vid, const 
         if (!base.empty()) ref = c.open_version(base, c.shown("versions/" + base));
     }
     const auto& tf = target->footer();
-    auto plan = format::plan_blocks(tf.layout, ref ? &ref->footer().layout : nullptr,
+    // DCP items matched by their names where the .metadata files are in the store; the
+    // object keeps the layout its writer saw.
+    const auto target_layout = named_layout(ctx, c, vid, tf.layout);
+    std::optional<format::file_layout> ref_layout;
+    if (ref) ref_layout = named_layout(ctx, c, base, ref->footer().layout);
+    auto plan = format::plan_blocks(target_layout, ref_layout ? &*ref_layout : nullptr,
                                     ref ? ref->size() : 0, {.block_size = ctx.opts.block_size});
     object_encoder enc(ctx, c.shown("objects/" + vid));
     for (const auto& b : plan) {

@@ -1,5 +1,6 @@
 #include "object_file.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/core.h>
@@ -22,6 +23,8 @@ constexpr std::size_t direct_write_min = 64u << 10; // larger payloads skip the 
 // direct_write_min, so a batch holds at most 16 frames.
 constexpr std::size_t gather_bytes = 1u << 20;
 constexpr std::uint8_t no_type = 0xff;
+constexpr std::uint8_t flag_uncompressed = 1; // raw frames, for maintenance to compress
+constexpr std::uint8_t flag_named = 2;        // segments' checkpoint names follow
 
 using util::byte_sink;
 using util::load_le;
@@ -74,7 +77,20 @@ std::vector<std::byte> encode_footer(const object_footer& f) {
     }
     s.put<std::uint64_t>(f.elements);
     s.put<std::uint64_t>(f.changed);
-    s.put<std::uint8_t>(f.uncompressed ? 1 : 0);
+    // Segments' checkpoint names and row sizes follow the flags, flagged by bit 1, only where
+    // a segment has one: other objects stay as older versions wrote and read them.
+    const bool named = std::any_of(
+        f.layout.segments.begin(), f.layout.segments.end(),
+        [](const format::segment& seg) { return !seg.tensor.empty() || seg.row_bytes != 0; });
+    s.put<std::uint8_t>((f.uncompressed ? flag_uncompressed : 0) | (named ? flag_named : 0));
+    if (named)
+        for (const auto& seg : f.layout.segments) {
+            // Names are bounded far below this by the segmenters; one that is not is dropped.
+            std::string_view t = seg.tensor.size() <= 0xffff ? seg.tensor : std::string_view{};
+            s.put<std::uint16_t>(static_cast<std::uint16_t>(t.size()));
+            s.put_bytes(std::as_bytes(std::span(t)));
+            s.put<std::uint64_t>(seg.row_bytes);
+        }
     return out;
 }
 
@@ -124,8 +140,21 @@ object_footer decode_footer(std::span<const std::byte> bytes, const std::string&
         f.elements = s.get<std::uint64_t>();
         f.changed = s.get<std::uint64_t>();
         auto flags = s.get<std::uint8_t>();
-        if (flags > 1) throw corrupt_store(shown + ": unknown object flags");
-        f.uncompressed = flags & 1;
+        if (flags & ~(flag_uncompressed | flag_named))
+            throw corrupt_store(shown + ": unknown object flags");
+        f.uncompressed = flags & flag_uncompressed;
+        if (flags & flag_named) {
+            if (nseg > s.remaining() / 10) throw corrupt_store(shown + ": segment names truncated");
+            bool any = false;
+            for (auto& seg : f.layout.segments) {
+                auto tensor = s.get_bytes(s.get<std::uint16_t>());
+                seg.tensor.assign(reinterpret_cast<const char*>(tensor.data()), tensor.size());
+                seg.row_bytes = s.get<std::uint64_t>();
+                any |= !seg.tensor.empty() || seg.row_bytes != 0;
+            }
+            // The writer sets the flag only for a footer that has names.
+            if (!any) throw corrupt_store(shown + ": segment names flagged but empty");
+        }
         if (s.remaining() != 0) throw corrupt_store(shown + ": trailing bytes in footer");
         return f;
     } catch (const footer_truncated&) {

@@ -19,6 +19,7 @@
 #include "store_commands.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
+#include "tpde/format/dcp.hpp"
 #include "tpde/format/stream_segmenter.hpp"
 #include "tpde/util/ordered_pipeline.hpp"
 
@@ -56,10 +57,38 @@ std::unique_ptr<util::thread_pool> coding_pool(unsigned threads) {
     return std::make_unique<util::thread_pool>(std::max(1u, threads), 5);
 }
 
+// A .distcp file's items named by the .metadata beside it (torch.distributed.checkpoint
+// writes it into the same directory, after the .distcp files), when it is there and readable.
+void name_dcp_items(const tools::input_file& f, format::file_layout& l) {
+    const auto& p = f.path();
+    if (p.extension() != ".distcp") return;
+    const auto meta = p.parent_path() / ".metadata";
+    std::error_code ec;
+    if (!fs::is_regular_file(meta, ec)) {
+        spdlog::debug("{}: no {} beside it: items named by their order", p.string(), meta.string());
+        return;
+    }
+    std::string why;
+    std::optional<format::dcp_metadata> md;
+    try {
+        tools::input_file m(meta);
+        md = format::read_dcp_metadata(m.view(0, m.size()), &why);
+    } catch (const std::exception& e) {
+        why = e.what();
+    }
+    if (!md) {
+        spdlog::warn("{}: {} not understood ({}): items named by their order", p.string(),
+                     meta.string(), why);
+        return;
+    }
+    format::name_dcp_items(l, *md, p.filename().string());
+}
+
 format::file_layout layout_of(const tools::input_file& f, bool segments) {
     if (!segments) return format::generic_layout(f.size());
     auto start = std::chrono::steady_clock::now();
     auto l = format::segment_file(f.view(0, f.size()));
+    name_dcp_items(f, l);
     spdlog::debug(
         "{}: {} layout, {} segments, parsed in {:.3f} ms", f.path().string(),
         format::name_of(l.kind), l.segments.size(),
@@ -239,9 +268,13 @@ int run_stats(const stats_args& a, const coding_options& o) {
 
         void add(const encoded_block& e, std::uint64_t stored) {
             type = codec::name_of(e.info.type);
-            match = format::name_of(e.plan.match);
-            std::string m = codec::name_of(e.info.chosen);
-            if (methods.find(m) == std::string::npos) methods += methods.empty() ? m : "+" + m;
+            // Several where blocks differ: a resized tensor's new rows (name+none).
+            auto add_to = [](std::string& list, const std::string& m) {
+                if (("+" + list + "+").find("+" + m + "+") == std::string::npos)
+                    list += list.empty() ? m : "+" + m;
+            };
+            add_to(match, format::name_of(e.plan.match));
+            add_to(methods, codec::name_of(e.info.chosen));
             elements += e.info.elements;
             changed += e.info.changed;
             in += e.plan.size;
@@ -263,7 +296,7 @@ int run_stats(const stats_args& a, const coding_options& o) {
     });
     auto print = [](const std::string& label, const row& r) {
         std::string name = label.size() > 40 ? "..." + label.substr(label.size() - 37) : label;
-        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
+        fmt::print("{:<40} {:>5} {:>10} {:>17} {:>7.2f}% {:>12} {:>12} {:>7.3f}\n", name, r.type,
                    r.match, r.methods,
                    r.elements ? 100.0 * double(r.changed) / double(r.elements) : 0.0, r.in, r.out,
                    double(r.in) / double(r.out));
@@ -272,11 +305,13 @@ int run_stats(const stats_args& a, const coding_options& o) {
         fmt::print("layout: {}{}\n", format::name_of(layout.kind),
                    layout.fallback_reason.empty() ? ""
                                                   : " (fallback: " + layout.fallback_reason + ")");
-        fmt::print("{:<40} {:>5} {:>6} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
+        fmt::print("{:<40} {:>5} {:>10} {:>17} {:>8} {:>12} {:>12} {:>7}\n", "segment", "type",
                    "match", "method", "changed", "bytes_in", "bytes_out", "ratio");
         for (const auto& r : rows) {
-            std::string name =
-                a.blocks ? fmt::format("@{}", r.offset) : layout.segments[r.segment].name;
+            const auto& seg = layout.segments[r.segment];
+            std::string name = a.blocks             ? fmt::format("@{}", r.offset)
+                               : seg.tensor.empty() ? seg.name
+                                                    : seg.tensor;
             print(name.empty() ? "(whole file)" : name, r);
         }
     }
@@ -288,6 +323,7 @@ int run_stats(const stats_args& a, const coding_options& o) {
 struct segments_args {
     fs::path path;
     std::size_t stream_chunk{0}; // 0: parse the whole file; else feed it in chunks this size
+    fs::path ref;                // with PREV: how each segment finds its reference in it
 };
 
 // The layout as the stream segmenter builds it, fed `chunk` bytes at a time; checks that
@@ -302,7 +338,8 @@ format::file_layout streamed_layout(const tools::input_file& f, std::size_t chun
         const auto& a = handed[i];
         const auto& b = l.segments[i];
         bool clipped = a.length == format::open_ended || a.offset + a.length > f.size();
-        if (a.name != b.name || a.offset != b.offset || (!clipped && a.length != b.length))
+        if (a.name != b.name || a.tensor != b.tensor || a.offset != b.offset ||
+            (!clipped && a.length != b.length))
             throw std::runtime_error(
                 fmt::format("stream segmenter changed segment {} ('{}') at the end", i, a.name));
     }
@@ -311,13 +348,45 @@ format::file_layout streamed_layout(const tools::input_file& f, std::size_t chun
 
 int run_segments(const segments_args& a) {
     tools::input_file f(a.path);
-    auto l = a.stream_chunk ? streamed_layout(f, a.stream_chunk) : layout_of(f, true);
+    format::file_layout l;
+    if (a.stream_chunk) {
+        l = streamed_layout(f, a.stream_chunk);
+        name_dcp_items(f, l);
+    } else {
+        l = layout_of(f, true);
+    }
+    // Against PREV: the match of the blocks each segment lies in (name, key, offset, none;
+    // joined by + where they differ).
+    std::vector<std::string> matches;
+    if (!a.ref.empty()) {
+        tools::input_file prev(a.ref);
+        auto prev_layout = layout_of(prev, true);
+        matches.resize(l.segments.size());
+        std::size_t i = 0;
+        for (const auto& b : format::plan_blocks(l, &prev_layout, prev.size())) {
+            while (i < l.segments.size() && l.segments[i].offset + l.segments[i].length <= b.offset)
+                ++i;
+            for (auto k = i; k < l.segments.size() && l.segments[k].offset < b.offset + b.size;
+                 ++k) {
+                std::string m = format::name_of(b.match);
+                if (("+" + matches[k] + "+").find("+" + m + "+") == std::string::npos)
+                    matches[k] += matches[k].empty() ? m : "+" + m;
+            }
+        }
+    }
     fmt::print("layout: {}{}\n", format::name_of(l.kind),
                l.fallback_reason.empty() ? "" : " (fallback: " + l.fallback_reason + ")");
-    for (const auto& s : l.segments)
-        fmt::print("{:>12} {:>12} {:>6} {}\n", s.offset, s.length,
-                   s.type ? codec::name_of(*s.type) : "-",
-                   s.name.empty() ? "(whole file)" : s.name);
+    // offset, length, element type, bytes per row of the leading dimension (- unknown), with
+    // --ref the match, the format's name, and " = " the checkpoint's name for the tensor
+    // where it gives one.
+    for (std::size_t i = 0; i < l.segments.size(); ++i) {
+        const auto& s = l.segments[i];
+        fmt::print(
+            "{:>12} {:>12} {:>6} {:>8} {}{}{}\n", s.offset, s.length,
+            s.type ? codec::name_of(*s.type) : "-", s.row_bytes ? std::to_string(s.row_bytes) : "-",
+            matches.empty() ? "" : fmt::format("{:>11} ", matches[i]),
+            s.name.empty() ? "(whole file)" : s.name, s.tensor.empty() ? "" : " = " + s.tensor);
+    }
     return 0;
 }
 
@@ -394,6 +463,10 @@ int main(int argc, char** argv) {
     sg->add_option("--stream", ga.stream_chunk,
                    "segment as a writer would see it: fed in chunks of this many bytes")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+    sg->add_option("--ref", ga.ref,
+                   "PREV: also show how each segment finds its reference in PREV (match: "
+                   "name, key, offset, none)")
+        ->check(CLI::ExistingFile);
 
     auto run_store_command = tools::add_store_commands(app);
 

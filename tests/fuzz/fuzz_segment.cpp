@@ -6,6 +6,7 @@
 #include "../../src/format/layouts.hpp"
 #include "../../src/format/parse_util.hpp"
 #include "../../src/format/pickle_storages.hpp"
+#include "tpde/format/dcp.hpp"
 #include "tpde/format/segment.hpp"
 #include "tpde/format/stream_segmenter.hpp"
 
@@ -52,8 +53,34 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             check_covers(l, size);
             for (std::size_t i = 0; i < handed.size() && i < l.segments.size(); ++i)
                 if (handed[i].offset != l.segments[i].offset ||
-                    handed[i].name != l.segments[i].name)
+                    handed[i].name != l.segments[i].name ||
+                    handed[i].tensor != l.segments[i].tensor)
                     std::abort();
+        }
+#elif TPDE_FUZZ_PARSER == 7
+        // A DCP .metadata: whatever it says, naming a layout by it keeps the layout covering
+        // the file, splits only untyped segments and never names a segment outside an item.
+        if (auto md = read_dcp_metadata(b)) {
+            for (const auto& it : md->items)
+                if (it.name.empty() || it.offset > UINT64_MAX - it.length) std::abort();
+            const std::uint64_t file_size = 1u << 16;
+            file_layout typed;
+            for (std::uint64_t at = 0; at < file_size; at += 4096)
+                typed.segments.push_back(
+                    {"s" + std::to_string(at), at, 4096,
+                     at % 8192 ? std::nullopt : std::optional(tpde::codec::element_type::f32)});
+            for (auto l : {generic_layout(file_size), typed}) {
+                name_dcp_items(l, *md, "__0_0.distcp");
+                check_covers(l, file_size);
+                for (const auto& s : l.segments) {
+                    if (s.tensor.empty()) continue;
+                    bool inside = false;
+                    for (const auto& it : md->items)
+                        inside |= s.offset >= it.offset && s.offset - it.offset < it.length &&
+                                  s.length <= it.offset + it.length - s.offset;
+                    if (!inside) std::abort();
+                }
+            }
         }
 #endif
     } catch (const detail::format_error&) {

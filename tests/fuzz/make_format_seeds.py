@@ -2,6 +2,7 @@
 """Writes real checkpoint files as fuzz seeds: torch.save archives, their pickles, a
 safetensors file, npy/npz and a DCP-like concatenation. Without torch/numpy it writes what
 it can from the standard library."""
+import collections
 import io
 import json
 import os
@@ -21,8 +22,13 @@ try:
 except ImportError:
     sys.exit(0)
 sd = {"w": torch.randn(8, 4), "b": torch.randn(4).to(torch.bfloat16), "n": torch.arange(3), "h": torch.ones(2).half()}
+# What names storages: nested dicts and lists, int keys, a tied weight, a view, a Parameter.
+sd["tied"] = sd["w"]
+sd["view"] = sd["w"][2:]
+sd["param"] = torch.nn.Parameter(torch.randn(3, 2))
+opt = {"state": {0: {"exp_avg": torch.zeros(8, 4), "step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
 buf = io.BytesIO()
-torch.save({"model": sd, "step": 3, "name": "x"}, buf)
+torch.save({"model": collections.OrderedDict(sd), "optimizers": [opt], "step": 3, "name": "x"}, buf)
 open(os.path.join(out, "a.pt"), "wb").write(buf.getvalue())
 with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as z:
     for n in z.namelist():
@@ -35,3 +41,12 @@ with open(os.path.join(out, "a.distcp"), "wb") as f:
         b = io.BytesIO()
         torch.save(v, b)
         f.write(b.getvalue())
+# A DCP .metadata, as tests/format/dcp_writer.py (torch.distributed.checkpoint's layout) writes it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "format"))
+import tempfile  # noqa: E402
+
+import dcp_writer  # noqa: E402
+
+with tempfile.TemporaryDirectory() as d:
+    dcp_writer.save({"model": sd, "optimizer": opt}, d)
+    open(os.path.join(out, "a.metadata"), "wb").write(open(os.path.join(d, ".metadata"), "rb").read())

@@ -107,6 +107,16 @@ int main(int argc, char** argv) {
                 s->mkdir(dir, 0755);
                 write_file(*s, dir + "/model.safetensors", checkpoint(step));
             }
+            // Torch archives (make_format_seeds.py writes one when python3-torch is there):
+            // objects whose footers carry checkpoint names.
+            if (auto pt = read_all(fs::path(argv[1]) / "a.pt"); !pt.empty()) {
+                s->mkdir("torch", 0755);
+                for (int step : {1, 2}) {
+                    if (step == 2) pt[pt.size() / 2] ^= 1;
+                    write_file(*s, "torch/step-" + std::to_string(step) + ".pt",
+                               std::as_bytes(std::span(pt)));
+                }
+            }
             write_file(*s, "log-1.txt", text_file(1));
             write_file(*s, "log-2.txt", text_file(2));
             write_file(*s, "empty", {});

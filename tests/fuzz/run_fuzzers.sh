@@ -13,7 +13,7 @@ trap 'rm -rf "$corpus" "$formats"' EXIT
 "$builddir/tests/fuzz/make_store_seeds" "$formats" || echo "fuzz: no store seeds"
 pass=0 fail=0
 for fuzzer in fuzz_decode fuzz_torch_zip fuzz_safetensors fuzz_npy fuzz_distcp fuzz_pickle fuzz_stream \
-    fuzz_object fuzz_record; do
+    fuzz_dcp_metadata fuzz_object fuzz_record; do
     if [ "$fuzzer" = fuzz_decode ]; then
         dir=$corpus time=$seconds
     else

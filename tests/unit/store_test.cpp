@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <thread>
 
+#include "../../src/store/object_file.hpp"
 #include "store_test_util.hpp"
 #include "tpde/store/store.hpp"
 
@@ -523,4 +524,68 @@ TEST(Store, RanksInDirectoriesChainAgainstTheirOwnRank) {
     expect_ranks_chain_against_their_own_rank([](int step, int r) {
         return fmt::format("iter_{:07}/mp_rank_{:02}/model_optim_rng.pt", step, r);
     });
+}
+
+// Footers keep each segment's checkpoint name and row size (flag bit 1, after the flags);
+// footers written before them, without that bit, decode as they always did.
+TEST(ObjectFooter, CheckpointNamesRoundTripAndOlderFootersStillDecode) {
+    store::object_footer f;
+    f.uid = 7;
+    f.logical_size = 100;
+    f.base_version = "v";
+    f.blocks.push_back({0, 100, 16, 140, 0, 100});
+    f.layout.kind = format::layout_kind::torch_zip;
+    f.layout.segments = {{"data/0", 0, 60, codec::element_type::f32, "model.tok.weight", 12},
+                         {"data/0#after", 60, 24, {}, "model.tok.weight#after"},
+                         {"version", 84, 16, {}}};
+    f.uncompressed = true;
+    auto bytes = store::encode_footer(f);
+    auto g = store::decode_footer(bytes, "test");
+    ASSERT_EQ(g.layout.segments.size(), 3u);
+    EXPECT_EQ(g.layout.segments[0].tensor, "model.tok.weight");
+    EXPECT_EQ(g.layout.segments[0].row_bytes, 12u);
+    EXPECT_EQ(g.layout.segments[1].tensor, "model.tok.weight#after");
+    EXPECT_EQ(g.layout.segments[2].tensor, "");
+    EXPECT_EQ(g.layout.segments[2].name, "version");
+    EXPECT_TRUE(g.uncompressed);
+    // Any truncation of the names is refused.
+    for (std::size_t cut = 1; cut < 40; ++cut)
+        EXPECT_THROW(store::decode_footer(std::span(bytes).first(bytes.size() - cut), "test"),
+                     store::corrupt_store);
+
+    // The footer of the format before names, written field by field as docs/store-format.md
+    // gives it.
+    std::vector<std::byte> old;
+    auto put = [&](auto v) {
+        for (std::size_t i = 0; i < sizeof v; ++i)
+            old.push_back(static_cast<std::byte>((std::uint64_t(v) >> (8 * i)) & 0xff));
+    };
+    auto put_text = [&](std::string_view s) {
+        put(static_cast<std::uint16_t>(s.size()));
+        for (char c : s) old.push_back(static_cast<std::byte>(c));
+    };
+    put(std::uint64_t{7});
+    put(std::uint64_t{100});
+    put_text("v");
+    put(std::uint32_t{1});
+    put(std::uint64_t{0}), put(std::uint32_t{100}), put(std::uint64_t{16}), put(std::uint32_t{140});
+    put(std::uint64_t{0}), put(std::uint32_t{100});
+    put(std::uint8_t{1});
+    put(std::uint32_t{2});
+    put_text("data/0"), put(std::uint64_t{0}), put(std::uint64_t{60}), put(std::uint8_t{3}); // f32
+    put_text("rest"), put(std::uint64_t{60}), put(std::uint64_t{40}), put(std::uint8_t{0xff});
+    put(std::uint64_t{25}), put(std::uint64_t{5});
+    put(std::uint8_t{0});
+    auto o = store::decode_footer(old, "old");
+    ASSERT_EQ(o.layout.segments.size(), 2u);
+    EXPECT_EQ(o.layout.segments[0].name, "data/0");
+    EXPECT_EQ(o.layout.segments[0].type, codec::element_type::f32);
+    EXPECT_EQ(o.layout.segments[0].tensor, "");
+    EXPECT_EQ(o.layout.segments[1].row_bytes, 0u);
+    EXPECT_EQ(o.changed, 5u);
+    // Without checkpoint names the footer is written exactly as before.
+    EXPECT_EQ(store::encode_footer(o), old);
+    // Unknown flag bits are still refused.
+    old.back() = std::byte{4};
+    EXPECT_THROW(store::decode_footer(old, "old"), store::corrupt_store);
 }

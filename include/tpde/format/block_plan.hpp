@@ -1,7 +1,13 @@
 #pragma once
 // Matching a new file's segments to its parent's and cutting them into codec blocks. Each
-// segment takes its reference from the parent's segment of the same name; failing that, the
-// parent's bytes at the same offset; failing that, none.
+// segment takes its reference from the parent's segment of the same checkpoint name
+// (segment::tensor: a state-dict path, a DCP name); failing that, of the same format name
+// (segment::name: a record, which for torch storages is the storage key); failing that, the
+// parent's bytes at the same offset; failing that, none. Where both files name a tensor and
+// the names differ, the storage key matches only a segment of the same length and type (the
+// same tensor, renamed, at the same place in the dict order). A tensor whose leading
+// dimension grew codes its rows that the parent has against them and its new rows on their
+// own (a block boundary where the parent's rows end).
 //
 // One cutter serves both callers: a stream (the store's writer, which learns segments and
 // bytes as they arrive) and a whole file (plan_blocks: re-encoding, the tpde tool). Both cut
@@ -16,7 +22,12 @@
 
 namespace tpde::format {
 
-enum class match_kind { by_name, by_offset, none };
+enum class match_kind {
+    by_name,   // the same checkpoint name (or format name, where there is no other)
+    by_key,    // the same storage key (record name) where a checkpoint name did not match
+    by_offset, // the parent's bytes at the same offset
+    none
+};
 const char* name_of(match_kind m);
 
 struct planned_block {
@@ -57,6 +68,9 @@ private:
     struct reference_range {
         match_kind how{match_kind::none};
         std::uint64_t offset{0}, length{0};
+        // A resized tensor: a block ends here (relative to the segment), where the parent's
+        // rows end; 0 for none.
+        std::uint64_t split{0};
     };
     reference_range reference_of(const segment& s) const;
     // Length of segment i as far as `known` bytes tell: nullopt while an open-ended segment
@@ -70,6 +84,7 @@ private:
     plan_options opts_;
     std::uint64_t block_max_;
     std::unordered_map<std::string_view, const segment*> parent_by_name_;
+    std::unordered_map<std::string_view, const segment*> parent_by_tensor_;
     std::vector<segment> segments_;
     bool final_{false};
     std::size_t current_{0};  // segment the next block starts in

@@ -17,10 +17,22 @@
 namespace tpde::format {
 
 struct segment {
-    std::string name; // stable across checkpoints of one run ("" for a generic file)
+    // The format's name for these bytes, stable across checkpoints of one run ("" for a
+    // generic file): a record of a zip ("data/3", "data.pkl", "data/3#header"), a safetensors
+    // tensor name. For a torch storage this is its storage key, which torch numbers in the
+    // order the pickle meets the storages: it shifts when an entry is added or removed.
+    std::string name;
     std::uint64_t offset{0};
     std::uint64_t length{0};
     std::optional<codec::element_type> type{}; // nullopt: unknown, the codec probes
+    // The name the checkpoint itself gives the tensor these bytes belong to, where it gives
+    // one beyond `name`: the state-dict path of a torch storage's first reference
+    // ("model.blocks.0.attn.weight", and "...#header", "...#after" for its zip header and
+    // data descriptor), a DCP item's fully qualified name. "" when unknown.
+    std::string tensor{};
+    // Bytes of one row of the tensor's leading dimension when its shape is known (the
+    // tensor covers the segment contiguously); 0 when not known.
+    std::uint64_t row_bytes{0};
 };
 
 // Length of a segment that runs to the end of the file, not known yet (the last segment a

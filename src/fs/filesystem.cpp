@@ -371,8 +371,14 @@ std::vector<std::byte> filesystem::virtual_xattr(std::uint64_t node, const std::
     return text_bytes(out);
 }
 
+// The kernel asks for this one before every write request (to drop file capabilities on a
+// write); tpdefs keeps none, so it answers without a system call on the store, and refuses
+// to set one.
+constexpr std::string_view file_capabilities = "security.capability";
+
 std::vector<std::byte> filesystem::getxattr(std::uint64_t node, const std::string& name) {
     if (name.rfind(virtual_prefix, 0) == 0) return virtual_xattr(node, name);
+    if (name == file_capabilities) throw store::store_error(ENODATA, "no file capabilities");
     return store_.getxattr(path(node), name);
 }
 
@@ -380,6 +386,8 @@ void filesystem::setxattr(std::uint64_t node, const std::string& name,
                           std::span<const std::byte> value, int flags) {
     if (name.rfind(virtual_prefix, 0) == 0)
         throw store::store_error(EPERM, name + " is maintained by tpdefs (read-only)");
+    if (name == file_capabilities)
+        throw store::store_error(ENOTSUP, "tpdefs does not keep file capabilities");
     store_.setxattr(path(node), name, value, flags);
 }
 

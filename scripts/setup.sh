@@ -13,6 +13,8 @@ packages=(
     libgtest-dev libgmock-dev clang libclang-rt-14-dev
     # benchmarks and real-checkpoint tests (OpenBLAS: Debian's torch trains ~20x slower without)
     libbenchmark-dev python3-torch python3-numpy libopenblas0-openmp zstd xdelta3 fio attr rsync
+    # the Debian package's build and check (tests/packaging), the Prometheus format's parser
+    build-essential dpkg-dev debhelper lintian python3-prometheus-client
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -12,6 +12,7 @@
   with --timeout it gives up on a daemon that does not answer, SIGSTOPped), and `tpde stats
   PREV NEW` on two files still works;
 - logs: -o log_file=, -o log_level=debug shows debug lines, -o log_level=warn hides info;
+  detached, the daemon logs to syslog (a /dev/log of the test's, in a private namespace);
 - -o noexec reaches the kernel mount;
 - /dev/fuse missing (a private mount namespace with an empty /dev): the message says it is
   missing and how to load the module, exit 1, and the new store is not left behind.
@@ -250,6 +251,52 @@ def logging():
               "[debug]" not in m.final_log, m.final_log[-300:])
 
 
+SYSLOG_SCRIPT = r'''
+set -e
+W=$1 TPDEFS=$2 TPDE=$3
+# This namespace's own /dev, with the devices tpdefs needs and a /dev/log of ours.
+mkdir -p "$W/olddev" "$W/mnt"
+mount --bind /dev "$W/olddev"
+mount -t tmpfs tmpfs /dev
+for n in fuse null; do touch /dev/$n; mount --bind "$W/olddev/$n" /dev/$n; done
+/usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+open(sys.argv[1] + ".ready", "w").close()
+with open(sys.argv[1], "w") as out:
+    while True:
+        d = s.recv(65536).decode(errors="replace")
+        out.write(d + "\n")
+        out.flush()
+' "$W/syslog.txt" &
+listener=$!
+while [ ! -e "$W/syslog.txt.ready" ]; do sleep 0.05; done
+"$TPDEFS" "$W/store" "$W/mnt"
+ls "$W/mnt" >/dev/null
+fusermount3 -u "$W/mnt"
+for i in $(seq 100); do "$TPDE" ls "$W/store" >/dev/null 2>&1 && break; sleep 0.1; done
+sleep 0.2
+kill $listener
+'''
+
+
+def syslog_when_detached():
+    """A detached daemon logs to syslog: a private mount namespace whose /dev/log is ours."""
+    if not shutil.which("unshare"):
+        res.skip_one("detached_daemon_logs_to_syslog", "unshare (util-linux) is not installed")
+        return
+    w = os.path.join(BASE, "syslog")
+    os.makedirs(w)
+    r = run("unshare", "-m", "--propagation", "private", "sh", "-c", SYSLOG_SCRIPT, "sh", w,
+            TPDEFS, TPDE, timeout=60)
+    text = open(os.path.join(w, "syslog.txt")).read() if os.path.exists(
+        os.path.join(w, "syslog.txt")) else ""
+    res.check("detached_daemon_logs_to_syslog",
+              re.search(r"tpdefs\[\d+\]: .*mounted .* on ", text) is not None and
+              "unmounted" in text, f"rc {r.returncode}: {r.stderr.strip()}; syslog: {text[:500]}")
+
+
 def missing_device():
     if not shutil.which("unshare"):
         res.skip_one("dev_fuse_missing_message", "unshare (util-linux) is not installed")
@@ -278,6 +325,7 @@ try:
     readiness()
     attributes_and_stats()
     logging()
+    syslog_when_detached()
     missing_device()
 finally:
     if not any(p.startswith(BASE) for p in open("/proc/self/mountinfo").read().split()):

@@ -14,6 +14,7 @@
 - logs: -o log_file=, -o log_level=debug shows debug lines, -o log_level=warn hides info;
   detached, the daemon logs to syslog (a /dev/log of the test's, in a private namespace);
 - -o noexec reaches the kernel mount;
+- the README's PyTorch example runs on a mount as written (python3-torch);
 - /dev/fuse missing (a private mount namespace with an empty /dev): the message says it is
   missing and how to load the module, exit 1, and the new store is not left behind.
 
@@ -251,6 +252,29 @@ def logging():
               "[debug]" not in m.final_log, m.final_log[-300:])
 
 
+def readme_pytorch_example():
+    """The README's PyTorch example, copied as a user would, run against a mount."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    readme = open(os.path.join(root, "README.md")).read()
+    m = re.search(r"^### PyTorch\n+```python\n(.*?)^```", readme, re.M | re.S)
+    if not m:
+        res.check("readme_pytorch_example", False, "no ### PyTorch python block in README.md")
+        return
+    if run("/usr/bin/python3", "-c", "import torch").returncode != 0:
+        res.skip_one("readme_pytorch_example", "python3-torch is not installed")
+        return
+    with mounted(TPDEFS, base=BASE, watchdog=280) as mt:
+        code = m.group(1).replace("/mnt/ckpt", mt.mnt)
+        r = run("/usr/bin/python3", "-c", code, timeout=270)
+        files = sorted(os.listdir(os.path.join(mt.mnt, "run-1"))) if r.returncode == 0 else []
+        ratios = [float(os.getxattr(os.path.join(mt.mnt, "run-1", f), "user.tpde.ratio"))
+                  for f in files]
+        res.check("readme_pytorch_example",
+                  files == ["step-100.pt", "step-200.pt", "step-300.pt"] and
+                  all(x > 0 for x in ratios),
+                  f"rc {r.returncode}: {r.stderr[-500:]}; files {files}; ratios {ratios}")
+
+
 SYSLOG_SCRIPT = r'''
 set -e
 W=$1 TPDEFS=$2 TPDE=$3
@@ -325,6 +349,7 @@ try:
     readiness()
     attributes_and_stats()
     logging()
+    readme_pytorch_example()
     syslog_when_detached()
     missing_device()
 finally:

@@ -18,6 +18,8 @@ packages=(
     python3-zstandard python3-blosc python3-zfpy libfpzip1
     # tests/cluster: a GlusterFS volume on local bricks, one client mount per "host"
     glusterfs-server glusterfs-client iproute2
+    # the Debian package's build and check (tests/packaging), the Prometheus format's parser
+    build-essential dpkg-dev debhelper lintian python3-prometheus-client
 )
 missing=()
 for p in "${packages[@]}"; do

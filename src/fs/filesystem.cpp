@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fcntl.h>
+#include <filesystem>
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -11,6 +12,34 @@ namespace tpde::fs {
 namespace {
 
 constexpr const char* virtual_prefix = "user.tpde.";
+// The virtual attributes listxattr shows (units in the man page, tpdefs(1)); "sparsity" is
+// read as an old name of changed_fraction, and not listed.
+constexpr const char* file_attributes[] = {"logical_size", "stored_size",     "ratio",
+                                           "parent",       "chain",           "depth",
+                                           "version",      "changed_fraction"};
+constexpr const char* root_attributes[] = {"stats", "maintenance_pending"};
+
+bool is_virtual(const std::string& name) {
+    return name.rfind(virtual_prefix, 0) == 0;
+}
+
+// Files and their logical bytes below `dir` (the root's user.tpde.stats).
+void add_usage(store::store& s, const std::string& dir, std::uint64_t& files,
+               std::uint64_t& bytes) {
+    for (auto& e : s.list(dir)) {
+        auto p = dir.empty() ? e.name : dir + "/" + e.name;
+        try {
+            if (e.type == store::entry_type::directory) {
+                add_usage(s, p, files, bytes);
+            } else if (e.type == store::entry_type::file) {
+                bytes += s.stat(p).size;
+                ++files;
+            }
+        } catch (const store::store_error&) {
+            // removed since the listing
+        }
+    }
+}
 
 std::vector<std::byte> text_bytes(const std::string& s) {
     auto b = std::as_bytes(std::span(s));
@@ -20,6 +49,18 @@ std::vector<std::byte> text_bytes(const std::string& s) {
 } // namespace
 
 filesystem::filesystem(store::store& s, fs_options opts) : store_(s), opts_(opts) {}
+
+std::string filesystem::describe(std::uint64_t node, const std::string& name) const noexcept {
+    try {
+        auto p = nodes_.path_of(node);
+        if (!p) return name.empty() ? "(unlinked file)" : "(unlinked directory)/" + name;
+        std::string out = "/" + *p;
+        if (!name.empty()) out += (p->empty() ? "" : "/") + name;
+        return out;
+    } catch (...) {
+        return "(node " + std::to_string(node) + ")";
+    }
+}
 
 std::string filesystem::path(std::uint64_t node) const {
     auto p = nodes_.path_of(node);
@@ -320,7 +361,7 @@ void filesystem::release(std::unique_ptr<handle> h) {
                 commit_locked(h->node, *h->file);
             } catch (const std::exception& e) {
                 // release has no caller to tell: flush already reported this to close().
-                spdlog::error("commit on release: {}", e.what());
+                spdlog::error("commit on release of {}: {}", describe(h->node), e.what());
             }
             h->file->writer.reset();
         }
@@ -342,6 +383,8 @@ std::vector<std::byte> filesystem::virtual_xattr(std::uint64_t node, const std::
     auto attr = name.substr(std::string(virtual_prefix).size());
     if (p.empty()) {
         if (attr == "stats") return text_bytes(stats_json());
+        if (attr == "maintenance_pending")
+            return text_bytes(std::to_string(store_.counters().maintenance_pending));
         throw store::store_error(ENODATA, "no attribute " + name);
     }
     if (store_.stat(p).type != store::entry_type::file)
@@ -364,7 +407,7 @@ std::vector<std::byte> filesystem::virtual_xattr(std::uint64_t node, const std::
         out = std::to_string(v.depth);
     else if (attr == "version")
         out = v.version;
-    else if (attr == "sparsity")
+    else if (attr == "changed_fraction" || attr == "sparsity")
         out = v.elements ? fmt::format("{:.4f}", double(v.changed) / double(v.elements)) : "";
     else
         throw store::store_error(ENODATA, "no attribute " + name);
@@ -392,7 +435,16 @@ void filesystem::setxattr(std::uint64_t node, const std::string& name,
 }
 
 std::vector<std::string> filesystem::listxattr(std::uint64_t node) {
-    return store_.listxattr(path(node));
+    auto p = path(node);
+    auto names = store_.listxattr(p);
+    // Stored attributes of those names (copied in from elsewhere) are hidden by the virtual ones.
+    names.erase(std::remove_if(names.begin(), names.end(), is_virtual), names.end());
+    if (p.empty()) {
+        for (auto a : root_attributes) names.push_back(virtual_prefix + std::string(a));
+    } else if (store_.stat(p).type == store::entry_type::file) {
+        for (auto a : file_attributes) names.push_back(virtual_prefix + std::string(a));
+    }
+    return names;
 }
 
 void filesystem::removexattr(std::uint64_t node, const std::string& name) {
@@ -404,7 +456,12 @@ void filesystem::removexattr(std::uint64_t node, const std::string& name) {
 std::string filesystem::stats_json() {
     auto c = store_.counters();
     auto k = store_.cache_counters();
+    std::uint64_t files = 0, logical = 0;
+    add_usage(store_, "", files, logical);
     nlohmann::json j{
+        {"store", std::filesystem::absolute(store_.root()).string()},
+        {"files", files},
+        {"logical_bytes", logical},
         {"bytes_written_to_mount", bytes_written_.load()},
         {"bytes_read_from_mount", bytes_read_.load()},
         {"commits", c.commits},
@@ -433,7 +490,7 @@ void filesystem::shutdown() {
         try {
             commit_locked(node, *f);
         } catch (const std::exception& e) {
-            spdlog::error("commit at unmount: {}", e.what());
+            spdlog::error("commit at unmount of {}: {}", describe(node), e.what());
         }
     }
     store_.wait_idle();

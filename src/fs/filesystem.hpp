@@ -108,6 +108,9 @@ public:
 
     // Mount-wide counters as JSON (the root's user.tpde.stats).
     std::string stats_json();
+    // For log lines: the path of `node` in the mount ("/a/b", "/" for the root), with
+    // `name` appended when given; "(unlinked file)" when the node has no name. Never throws.
+    std::string describe(std::uint64_t node, const std::string& name = "") const noexcept;
     // Unmount: commits every file still being written.
     void shutdown();
 

@@ -6,10 +6,21 @@
 namespace tpde::tools {
 namespace {
 
-// Items mount(8), fstab and systemd pass to every filesystem; they mean nothing here.
+// Items mount(8), mount.fuse3, fstab and systemd pass to every filesystem: accepted and
+// ignored. mount(8) adds rw (or ro, which is ours) and passes nofail, _netdev and user (an
+// fstab `user` also adds nosuid,nodev,noexec); mount.fuse3 adds dev,suid. A tpdefs mount is
+// always nosuid,nodev (libfuse's default); noexec is ours (--noexec). FUSE keeps no atime.
 const std::set<std::string> generic_mount_items = {
-    "rw", "defaults", "nodev", "nosuid", "noatime", "nofail", "auto", "noauto", "_netdev",
+    "rw",          "defaults",      "auto",     "noauto",     "nofail",   "_netdev",
+    "user",        "users",         "nouser",   "owner",      "group",    "dev",
+    "nodev",       "suid",          "nosuid",   "exec",       "atime",    "noatime",
+    "diratime",    "nodiratime",    "relatime", "norelatime", "lazytime", "nolazytime",
+    "strictatime", "nostrictatime", "async",
 };
+// Prefixes of items meant for other programs (x-systemd.automount, x-mount.mkdir...).
+bool for_other_programs(const std::string& item) {
+    return item.rfind("x-", 0) == 0 || item.rfind("X-", 0) == 0 || item.rfind("comment=", 0) == 0;
+}
 
 // -o spellings that differ from the option's name.
 std::string option_for(const std::string& key) {
@@ -24,14 +35,17 @@ std::string option_for(const std::string& key) {
 daemon_option_table::daemon_option_table(CLI::App& app, daemon_options& o) : app_(app), o_(o) {
     app.add_option("STORE", o.store_dir, "store directory (created when missing or empty)")
         ->required();
-    app.add_option("MOUNTPOINT", o.mount.mountpoint, "existing directory to mount on")
-        ->required()
-        ->check(CLI::ExistingDirectory);
+    // Checked by the program, not here: a check here would stat it, which hangs if it is the
+    // mount point of a daemon that stopped answering.
+    app.add_option("MOUNTPOINT", o.mount.mountpoint,
+                   "existing empty directory to mount on (not already a mount point)")
+        ->required();
     app.add_option("-o", items_,
                    "mount options, comma-separated: every --long-option below as key=value "
-                   "with '_' for '-' (cache_mib=256, read_only, allow_other...), ro for "
-                   "read_only; rw, defaults, noatime, nodev, nosuid, nofail, auto, noauto, "
-                   "_netdev are accepted and ignored")
+                   "with '_' for '-' (cache_mib=256, log_file=PATH), a flag as its name "
+                   "(read_only, allow_other), ro for read_only; what mount(8), fstab and "
+                   "systemd add (rw, defaults, nofail, _netdev, user, dev, suid, noatime, "
+                   "x-*...) is accepted and ignored")
         ->delimiter(',');
     app.add_flag("-f,--foreground", o.foreground, "stay in the foreground (logs to stderr)");
     app.add_flag("-d,--debug", o.mount.debug, "foreground, debug log and every FUSE request");
@@ -76,13 +90,22 @@ daemon_option_table::daemon_option_table(CLI::App& app, daemon_options& o) : app
                    "commits show in ls and stat here")
         ->check(CLI::Range(0.0, 3600.0))
         ->capture_default_str();
+    app.add_flag("--noexec", o.mount.noexec, "do not let programs be executed from the mount");
+    app.add_flag("--nonempty", o.nonempty,
+                 "mount even on a directory that is not empty or is already a mount point "
+                 "(what is there is hidden while mounted)");
     app.add_option("--log-file", o.log_file,
                    "log here (default: stderr in the foreground, syslog as a daemon)");
+    app.add_option("--log-level", o.log_level,
+                   "least severe messages logged: trace, debug, info, warn, error, critical, off "
+                   "(default info, debug with -d; else $TPDE_LOG)")
+        ->check(CLI::IsMember(std::vector<std::string>{"trace", "debug", "info", "warn", "error",
+                                                       "critical", "off"}));
 }
 
 void daemon_option_table::apply_mount_options() {
     for (const auto& item : items_) {
-        if (item.empty() || generic_mount_items.count(item)) continue;
+        if (item.empty() || generic_mount_items.count(item) || for_other_programs(item)) continue;
         auto eq = item.find('=');
         auto key = item.substr(0, eq);
         CLI::Option* opt = nullptr;

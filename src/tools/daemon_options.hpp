@@ -17,7 +17,9 @@ struct daemon_options {
     store::store_options store{.background_maintenance = true};
     fs::mount_options mount{};
     bool foreground{false};
-    std::string log_file; // empty: stderr in the foreground, syslog as a daemon
+    bool nonempty{false};  // mount on a non-empty directory or over an existing mount
+    std::string log_file;  // empty: stderr in the foreground, syslog as a daemon
+    std::string log_level; // empty: info (debug with -d), or $TPDE_LOG
 };
 
 class daemon_option_table {

@@ -223,6 +223,7 @@ void import_tree(store::store& s, const fs::path& from, const std::string& path,
         for (ssize_t i = 0; n > 0 && i < n;) {
             std::string name(names.data() + i);
             i += static_cast<ssize_t>(name.size()) + 1;
+            if (name.rfind("user.tpde.", 0) == 0) continue; // a copy of a mount's own attributes
             std::vector<std::byte> v(65536);
             auto m = ::lgetxattr(e.path().c_str(), name.c_str(), v.data(), v.size());
             if (m >= 0) s.setxattr(p, name, {v.data(), static_cast<std::size_t>(m)}, 0);

@@ -15,7 +15,9 @@
 #include <thread>
 
 #include "container.hpp"
+#include "exit_status.hpp"
 #include "file_io.hpp"
+#include "mount_stats.hpp"
 #include "store_commands.hpp"
 #include "tpde/codec/codec.hpp"
 #include "tpde/format/block_plan.hpp"
@@ -251,9 +253,13 @@ int run_decode(const decode_args& a) {
 }
 
 struct stats_args {
+    std::vector<std::string> paths; // PREV NEW, or MOUNTPOINT
     fs::path prev, next;
     bool quiet{false};
     bool blocks{false};
+    bool json{false}, prometheus{false}; // MOUNTPOINT only
+    double timeout{0};
+    tools::mount_stats_args mount;
 };
 
 // Per segment (tensor) of NEW: how it matched, what the codec chose, what it saved.
@@ -318,6 +324,37 @@ int run_stats(const stats_args& a, const coding_options& o) {
     total.type = total.match = total.methods = "";
     print("total", total);
     return 0;
+}
+
+// `tpde stats MOUNTPOINT` (a tpdefs mount's counters) or `tpde stats PREV NEW` (how NEW codes
+// against PREV): told apart by the number of paths and whether the one is a tpdefs mount.
+int run_stats_command(stats_args& a, const coding_options& o) {
+    bool mount_only = a.json || a.prometheus || a.mount.wait_idle;
+    if (a.paths.size() == 1) {
+        tools::exit_after(
+            a.timeout,
+            a.paths[0] + (a.mount.wait_idle ? ": background work still pending" : ": no answer"));
+        if (!tools::is_tpdefs_mount(a.paths[0]))
+            throw std::runtime_error(
+                a.paths[0] + " is not the root of a tpdefs mount (no user.tpde.stats attribute); "
+                             "to compare two checkpoints, give both: tpde stats PREV NEW");
+        if (a.json && a.prometheus)
+            throw CLI::ValidationError("--json, --prometheus", "give one of them");
+        a.mount.mountpoint = a.paths[0];
+        a.mount.output = a.json         ? tools::mount_stats_args::format::json
+                         : a.prometheus ? tools::mount_stats_args::format::prometheus
+                                        : tools::mount_stats_args::format::text;
+        return tools::run_mount_stats(a.mount);
+    }
+    if (mount_only || a.timeout > 0)
+        throw CLI::ValidationError("--json, --prometheus, --wait-idle, --timeout",
+                                   "only for a MOUNTPOINT, not for PREV NEW");
+    for (const auto& p : a.paths)
+        if (!fs::is_regular_file(p))
+            throw CLI::ValidationError("PREV NEW", "file does not exist: " + p);
+    a.prev = a.paths[0];
+    a.next = a.paths[1];
+    return run_stats(a, o);
 }
 
 struct segments_args {
@@ -420,8 +457,10 @@ int main(int argc, char** argv) {
     if (const char* level = std::getenv("TPDE_LOG"))
         spdlog::set_level(spdlog::level::from_str(level));
 
-    CLI::App app{"tpde: lossless delta codec and chain store for training checkpoints (TPDE)"};
+    CLI::App app{"tpde: lossless delta codec and chain store for training checkpoints (TPDE)\n"
+                 "Exit status: 0 done, 1 failed (fsck: problems found), 2 usage error."};
     app.require_subcommand(1);
+    app.set_version_flag("--version", "tpde " TPDE_VERSION, "print the version and exit");
     // One line per error, like every other failure of this tool.
     app.failure_message([](const CLI::App*, const CLI::Error& e) {
         return std::string("tpde: ") + e.what() + "\n";
@@ -450,11 +489,26 @@ int main(int argc, char** argv) {
         ->capture_default_str();
 
     stats_args sa;
-    auto* st = app.add_subcommand("stats", "per-segment delta statistics of NEW against PREV");
-    st->add_option("PREV", sa.prev, "previous checkpoint")->required()->check(CLI::ExistingFile);
-    st->add_option("NEW", sa.next, "new checkpoint")->required()->check(CLI::ExistingFile);
-    st->add_flag("-q,--quiet", sa.quiet, "print only the total line");
-    st->add_flag("--blocks", sa.blocks, "one line per block instead of per segment");
+    auto* st = app.add_subcommand(
+        "stats", "per-segment delta statistics of NEW against PREV, or a tpdefs mount's counters");
+    st->add_option("PATHS", sa.paths,
+                   "PREV NEW (two checkpoints: how NEW codes against PREV), or MOUNTPOINT (the "
+                   "root of a tpdefs mount)")
+        ->required()
+        ->expected(1, 2);
+    st->add_flag("-q,--quiet", sa.quiet, "PREV NEW: print only the total line");
+    st->add_flag("--blocks", sa.blocks, "PREV NEW: one line per block instead of per segment");
+    st->add_flag("--json", sa.json, "MOUNTPOINT: the counters as JSON");
+    st->add_flag("--prometheus", sa.prometheus,
+                 "MOUNTPOINT: the counters in the Prometheus text format (node_exporter's "
+                 "textfile collector)");
+    st->add_flag("--wait-idle", sa.mount.wait_idle,
+                 "MOUNTPOINT: first wait until background compression has finished");
+    st->add_option("--timeout", sa.timeout,
+                   "MOUNTPOINT: give up after SECONDS (with --wait-idle: if work is still "
+                   "pending), exit status 1, even if the daemon does not answer (0: no limit)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     add_coding_options(st, co);
 
     segments_args ga;
@@ -470,22 +524,37 @@ int main(int argc, char** argv) {
 
     auto run_store_command = tools::add_store_commands(app);
 
+    // The first word that is not an option must name a subcommand (CLI11 alone would say
+    // "A subcommand is required").
+    if (argc > 1 && argv[1][0] != '-') {
+        std::string names;
+        bool known = false;
+        for (const auto* sub : app.get_subcommands({})) {
+            known = known || sub->get_name() == argv[1];
+            names += (names.empty() ? "" : ", ") + sub->get_name();
+        }
+        if (!known) {
+            std::fprintf(stderr, "tpde: unknown subcommand %s (one of: %s; see tpde --help)\n",
+                         argv[1], names.c_str());
+            return tools::exit_usage;
+        }
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        return tools::usage_exit(app, e);
     }
     try {
         if (*enc) return run_encode(ea, co);
         if (*dec) return run_decode(da);
-        if (*st) return run_stats(sa, co);
+        if (*st) return run_stats_command(sa, co);
         if (*sg) return run_segments(ga);
         return run_store_command();
     } catch (const CLI::Error& e) {
-        return app.exit(e);
+        return tools::usage_exit(app, e);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tpde: %s\n", e.what());
-        return 1;
+        return tools::exit_failure;
     }
     return 0;
 }

@@ -99,6 +99,11 @@ def main():
             c = os.path.join(m.mnt, "later.bin")
             err = write_file(c, later)
             res.check("write_after_freeing", err is None and matches(c, later), f"got {err!r}")
+        # The daemon's error line names the file in the mount and the cause.
+        lines = [l for l in m.final_log.splitlines() if "[error]" in l]
+        res.check("error_line_names_path_and_cause",
+                  any("/too-big.bin" in l and "No space left on device" in l for l in lines),
+                  "error lines: " + " | ".join(lines[:5]))
         with mounted(tpdefs, store_dir=store, watchdog=60) as m2:
             res.check("remount_verify",
                       matches(os.path.join(m2.mnt, "kept.bin"), kept) and

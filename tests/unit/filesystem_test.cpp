@@ -206,6 +206,40 @@ TEST_F(FilesystemTest, ExtendedAttributesAndVirtualOnes) {
     EXPECT_EQ(errno_of([&] { f->getxattr(node, "user.tpde.nonsense"); }), ENODATA);
 }
 
+TEST_F(FilesystemTest, VirtualAttributesAreListedAndReadable) {
+    auto traj = test::trajectory(2);
+    write_file(node_table::root_id, "ckpt-1", traj[0]);
+    auto node = write_file(node_table::root_id, "ckpt-2", traj[1]);
+    auto older = f->lookup(node_table::root_id, "ckpt-1").node;
+    s->wait_idle(); // ckpt-1 is a delta against ckpt-2 now
+    f->setxattr(node, "user.note", bytes_of("kept"), 0);
+    auto names = f->listxattr(node);
+    std::sort(names.begin(), names.end());
+    const std::vector<std::string> expected = {
+        "user.note",       "user.tpde.chain",        "user.tpde.changed_fraction",
+        "user.tpde.depth", "user.tpde.logical_size", "user.tpde.parent",
+        "user.tpde.ratio", "user.tpde.stored_size",  "user.tpde.version"};
+    EXPECT_EQ(names, expected);
+    for (auto& n : names) EXPECT_EQ(errno_of([&] { f->getxattr(node, n); }), 0) << n;
+    // The old name reads the same value, and is not listed.
+    auto changed = text_of(f->getxattr(older, "user.tpde.changed_fraction"));
+    EXPECT_EQ(text_of(f->getxattr(older, "user.tpde.sparsity")), changed);
+    EXPECT_GE(std::stod(changed), 0.0);
+    EXPECT_LE(std::stod(changed), 1.0);
+    EXPECT_EQ(text_of(f->getxattr(older, "user.tpde.parent")), "ckpt-2");
+    // The root: the mount's counters; a directory: only its own attributes.
+    auto root = f->listxattr(node_table::root_id);
+    EXPECT_NE(std::find(root.begin(), root.end(), "user.tpde.stats"), root.end());
+    EXPECT_NE(std::find(root.begin(), root.end(), "user.tpde.maintenance_pending"), root.end());
+    EXPECT_EQ(text_of(f->getxattr(node_table::root_id, "user.tpde.maintenance_pending")), "0");
+    auto d = f->mkdir(node_table::root_id, "dir", 0755);
+    EXPECT_TRUE(f->listxattr(d.node).empty());
+    // Log lines name paths in the mount.
+    EXPECT_EQ(f->describe(node_table::root_id), "/");
+    EXPECT_EQ(f->describe(node_table::root_id, "x"), "/x");
+    EXPECT_EQ(f->describe(d.node, "y"), "/dir/y");
+}
+
 TEST_F(FilesystemTest, MountStatsCountWhatWentThrough) {
     auto data = test::trajectory(1)[0];
     auto node = write_file(node_table::root_id, "a", data);
@@ -216,6 +250,8 @@ TEST_F(FilesystemTest, MountStatsCountWhatWentThrough) {
     EXPECT_EQ(j["commits"].get<std::uint64_t>(), 2u); // create's empty version, then the data
     EXPECT_EQ(j["bytes_committed"].get<std::uint64_t>(), data.size());
     EXPECT_EQ(j["cache"]["max_bytes"].get<std::uint64_t>(), 8u << 20);
+    EXPECT_EQ(j["files"].get<std::uint64_t>(), 1u);
+    EXPECT_EQ(j["logical_bytes"].get<std::uint64_t>(), data.size());
 }
 
 TEST_F(FilesystemTest, ShutdownCommitsFilesStillOpen) {

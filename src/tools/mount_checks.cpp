@@ -116,8 +116,9 @@ void new_store_cleanup::remove_created() noexcept {
     if (!applies_) return;
     applies_ = false;
     std::error_code ec;
-    // What store::init makes, and the lock file an open adds.
-    for (auto n : {"tpdefs-store", "lock", "ns", "chains", "tmp"}) fsys::remove_all(store_ / n, ec);
+    // What store::init makes, and what a writable open adds (locks, this node's tmp/).
+    for (auto n : {"tpdefs-store", "lock", "ns", "chains", "tmp", "nodes", "locks"})
+        fsys::remove_all(store_ / n, ec);
     if (first_created_.empty()) return;
     // The directories made for it, innermost first; fs::remove leaves a non-empty one.
     for (auto p = store_;; p = p.parent_path()) {

@@ -473,6 +473,7 @@ std::string filesystem::stats_json() {
         {"bytes_freed", c.bytes_freed},
         {"frames_decoded", c.frames_decoded},
         {"maintenance_pending", c.maintenance_pending},
+        {"compressions_waiting_for_idle", c.compressions_waiting},
         {"cache",
          {{"hits", k.hits},
           {"misses", k.misses},

@@ -2,6 +2,7 @@
 // State shared by the parts of one open store: directories, options, the decoded-block
 // cache, the encode pool and counters. Internal to src/store.
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 
@@ -47,12 +48,25 @@ struct store_context {
     store_context(std::filesystem::path r, const store_options& o)
         : root(std::move(r)), opts(o), cache(o.cache) {}
     std::string shown_ns(const std::string& path) const { return (root / "ns" / path).string(); }
+    // When a writer last brought bytes (steady clock, ns): background work gives way to it.
+    std::atomic<std::int64_t> last_foreground_write{0};
+    void note_foreground_write() {
+        last_foreground_write.store(
+            std::chrono::steady_clock::now().time_since_epoch().count(),
+            std::memory_order_relaxed);
+    }
+    // Seconds since a writer last brought bytes.
+    double seconds_since_foreground_write() const;
+    // On a background thread: waits while writers are bringing bytes (one arrived in the last
+    // 100 ms), so maintenance takes neither disk nor CPU from a save. Elsewhere: returns.
+    void give_way_to_writers() const;
     // A fresh name for a temporary file under tmp/<node>/.
     std::string tmp_name(const char* what) const;
     std::string shown_tmp(const std::string& name) const {
         return (root / "tmp" / node / name).string();
     }
     static void mark_background_thread(); // this thread does maintenance
+    static bool on_background_thread();
 };
 
 } // namespace tpde::store

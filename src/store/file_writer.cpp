@@ -44,7 +44,7 @@ void store_file_writer::start_sequential() {
     format::stream_options so;
     so.max_lookahead = 16u << 20; // bounds what a writer holds while a pickle has no end yet
     segmenter_ = std::make_unique<format::stream_segmenter>(so);
-    encoder_ = std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_uncompressed);
+    encoder_ = std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_mode);
     cutter_ = std::make_unique<format::block_cutter>(
         nullptr, 0, format::plan_options{.block_size = ctx_.opts.block_size});
     pending_.clear();
@@ -99,6 +99,7 @@ void store_file_writer::emit_blocks() {
 void store_file_writer::write(std::uint64_t offset, std::span<const std::byte> bytes) {
     if (bytes.empty()) return;
     dirty_ = true;
+    ctx_.note_foreground_write();
     if (mode_ == mode::sequential && offset == size_) {
         incoming_ = bytes;
         size_ += bytes.size();
@@ -195,7 +196,7 @@ bool store_file_writer::commit() {
         enc = encoder_.get();
     } else {
         staged_encoder =
-            std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_uncompressed);
+            std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_mode);
         enc = staged_encoder.get();
         format::file_layout layout = format::generic_layout(size_);
         if (size_ > 0) {

@@ -101,6 +101,7 @@ bool reencode(store_context& ctx, const chain& c, const std::string& vid, const 
                                     ref ? ref->size() : 0, {.block_size = ctx.opts.block_size});
     object_encoder enc(ctx, c.shown("objects/" + vid));
     for (const auto& b : plan) {
+        ctx.give_way_to_writers();
         std::vector<std::byte> block(b.size), refbytes(b.ref_size);
         target->read(b.offset, block);
         if (b.ref_size) ref->read(b.ref_offset, refbytes);
@@ -265,10 +266,11 @@ maintenance_queue::maintenance_queue(store_context& ctx, bool background) : ctx_
     // Re-encodings run below writers, readers (and training) on a busy machine.
     constexpr int background_nice = 10;
     ctx_.background_pool = std::make_unique<util::thread_pool>(
-        std::max(1u, ctx_.opts.encode_threads), background_nice);
+        std::max(1u, ctx_.opts.encode_threads), background_nice, ctx_.opts.idle_io);
     worker_ = std::thread([this] {
         store_context::mark_background_thread();
         util::lower_this_thread_priority(background_nice);
+        if (ctx_.opts.idle_io) util::set_this_thread_idle_io();
         loop();
     });
 }
@@ -303,8 +305,16 @@ bool maintenance_queue::run(const maintenance_task& t, bool wait_for_lock) {
         if (!work.held()) return false;
         switch (t.what) {
         case maintenance_task::kind::compact:
-            // The previous version first: it reads this one while still uncompressed (fast).
+            // The previous version becomes a delta against this one. This one's raw blocks
+            // (what the writer could not compress in time) wait: the next save re-encodes it
+            // anyway, so they are compressed only once writes have stopped for a while.
             compact_after_commit(ctx_, c, t.version);
+            if (worker_.joinable())
+                schedule({maintenance_task::kind::compress, t.chain_id, {}});
+            else
+                compress_uncompressed(ctx_, c);
+            break;
+        case maintenance_task::kind::compress:
             compress_uncompressed(ctx_, c);
             break;
         case maintenance_task::kind::collect:
@@ -355,8 +365,30 @@ void maintenance_queue::loop() {
             }
             continue;
         }
-        // The first task whose time has come (a chain busy elsewhere waits its turn).
+        if (stopping_) {
+            // Raw blocks of the newest versions stay as they are: the next open's sweep
+            // compresses them (an unmount does not wait for gigabytes of coding).
+            std::erase_if(tasks_, [&](const queued_task& q) {
+                bool drop = q.task.what == maintenance_task::kind::compress;
+                if (drop) queued_.erase(q.task);
+                return drop;
+            });
+            if (tasks_.empty()) {
+                idle_cv_.notify_all();
+                continue;
+            }
+        }
+        // The first task whose time has come (a chain busy elsewhere waits its turn;
+        // compression of raw blocks waits until writes have stopped for a while).
         auto now = clock::now();
+        const double idle_for = ctx_.seconds_since_foreground_write();
+        for (auto& q : tasks_)
+            if (q.task.what == maintenance_task::kind::compress && !stopping_ &&
+                idle_for < ctx_.opts.idle_compress_seconds)
+                q.not_before = std::max(
+                    q.not_before,
+                    now + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(
+                              ctx_.opts.idle_compress_seconds - idle_for)));
         auto it = std::find_if(tasks_.begin(), tasks_.end(), [&](const queued_task& q) {
             return stopping_ || q.not_before <= now;
         });
@@ -389,19 +421,31 @@ void maintenance_queue::loop() {
             t.not_before = clock::now() + 1s;
             tasks_.push_back(std::move(t));
         }
-        if (tasks_.empty()) idle_cv_.notify_all();
+        if (runnable_locked() == 0) idle_cv_.notify_all();
     }
+}
+
+std::uint64_t maintenance_queue::runnable_locked() const {
+    return static_cast<std::uint64_t>(
+        std::count_if(tasks_.begin(), tasks_.end(), [](const queued_task& q) {
+            return q.task.what != maintenance_task::kind::compress;
+        }));
 }
 
 std::uint64_t maintenance_queue::pending() const {
     std::lock_guard lock(mutex_);
-    return tasks_.size() + (busy_ ? 1 : 0);
+    return runnable_locked() + (busy_ ? 1 : 0);
+}
+
+std::uint64_t maintenance_queue::deferred_compressions() const {
+    std::lock_guard lock(mutex_);
+    return tasks_.size() - runnable_locked();
 }
 
 void maintenance_queue::wait_idle() {
     if (!worker_.joinable()) return;
     std::unique_lock lock(mutex_);
-    idle_cv_.wait(lock, [&] { return tasks_.empty() && !busy_; });
+    idle_cv_.wait(lock, [&] { return runnable_locked() == 0 && !busy_; });
 }
 
 } // namespace tpde::store

@@ -36,11 +36,12 @@ void compress_uncompressed(store_context& ctx, const chain& c);
 bool reencode(store_context& ctx, const chain& c, const std::string& vid, const std::string& base);
 
 // One piece of maintenance: after a commit of `version` (compact the previous version of
-// the chain against it, compress it), after a version of the chain lost its last name
-// (collect), or a check of the whole chain (sweep: collect, relink, compress what is still
-// uncompressed: work another node scheduled and did not finish).
+// the chain against it), compressing the raw blocks of the chain's newest versions (once
+// writes have stopped for idle_compress_seconds), after a version of the chain lost its last
+// name (collect), or a check of the whole chain (sweep: collect, relink, compress what is
+// still uncompressed: work another node scheduled and did not finish).
 struct maintenance_task {
-    enum class kind { compact, collect, sweep };
+    enum class kind { compact, collect, sweep, compress };
     kind what{kind::collect};
     std::string chain_id, version;
     auto operator<=>(const maintenance_task&) const = default;
@@ -61,10 +62,13 @@ public:
     maintenance_queue& operator=(const maintenance_queue&) = delete;
 
     void schedule(maintenance_task t);
-    // Returns once nothing is queued or running.
+    // Returns once nothing is queued or running (but compressions waiting for writes to
+    // stop: an idle store may keep raw blocks until then, see idle_compress_seconds).
     void wait_idle();
-    // Tasks queued or running.
+    // Tasks queued or running (not counting those compressions).
     std::uint64_t pending() const;
+    // Compressions of raw blocks waiting for writes to stop.
+    std::uint64_t deferred_compressions() const;
 
 private:
     using clock = std::chrono::steady_clock;
@@ -75,6 +79,7 @@ private:
     };
     // Runs `t`; false when another process holds the chain's work lock (try again later).
     bool run(const maintenance_task& t, bool wait_for_lock);
+    std::uint64_t runnable_locked() const;
     void loop();
     void schedule_sweep();
 

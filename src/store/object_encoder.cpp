@@ -1,17 +1,24 @@
 #include "object_encoder.hpp"
 
+#include <algorithm>
 #include <memory>
 
 #include "tpde/codec/codec.hpp"
 
 namespace tpde::store {
 
-object_encoder::object_encoder(store_context& ctx, const std::string& shown, bool uncompressed)
-    : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown),
-      // Raw frames are a hash: cheaper on the calling thread than a hand-off.
-      pipe_(uncompressed ? nullptr : ctx.pool_for_this_thread(),
-            2 * (ctx.pool ? ctx.pool->size() : 1)),
-      uncompressed_(uncompressed), parallel_(!uncompressed && ctx.pool_for_this_thread()) {}
+object_encoder::object_encoder(store_context& ctx, const std::string& shown,
+                               write_compression mode)
+    : ctx_(ctx),
+      writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown,
+              store_context::on_background_thread() ? object_writer::writeback::bounded
+              : ctx.opts.early_writeback            ? object_writer::writeback::early
+                                                    : object_writer::writeback::lazy),
+      // Adaptive: eight blocks per worker may wait, so the bursts of a 1 MiB write request
+      // are absorbed; only a writer faster than the encoder for longer writes raw.
+      pipe_(mode == write_compression::raw ? nullptr : ctx.pool_for_this_thread(),
+            (mode == write_compression::adaptive ? 8 : 2) * (ctx.pool ? ctx.pool->size() : 1)),
+      mode_(mode), parallel_(mode != write_compression::raw && ctx.pool_for_this_thread()) {}
 
 void object_encoder::consume(encoded&& e) {
     e.entry.frame_pos = writer_.append(e.frame);
@@ -30,21 +37,46 @@ codec::encode_options object_encoder::options(std::optional<codec::element_type>
     return opts;
 }
 
+// A raw frame: hashed and written from where the bytes are (gathered with the next ones).
+void object_encoder::add_raw(std::uint64_t offset, std::span<const std::byte> block,
+                             std::optional<codec::element_type> type, std::uint64_t ref_offset,
+                             std::size_t ref_size) {
+    auto header = codec::raw_frame_header(block, type.value_or(codec::element_type::bytes));
+    block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
+                      ref_offset, static_cast<std::uint32_t>(ref_size)};
+    entry.frame_pos = writer_.append(header, block);
+    entry.frame_len = static_cast<std::uint32_t>(header.size() + block.size());
+    blocks_.push_back(entry);
+    if (type && *type != codec::element_type::bytes) { // all changed: there is no base
+        elements_ += block.size() / codec::width_of(*type);
+        changed_ += block.size() / codec::width_of(*type);
+    }
+    wrote_raw_ = true;
+}
+
 void object_encoder::add(std::uint64_t offset, std::span<const std::byte> block,
                          std::optional<codec::element_type> type, std::uint64_t ref_offset,
                          std::span<const std::byte> ref) {
     if (block.empty()) return;
-    if (uncompressed_) { // a raw frame: hashed and written from where the bytes are
-        auto header = codec::raw_frame_header(block, type.value_or(codec::element_type::bytes));
+    if (mode_ == write_compression::raw || (mode_ == write_compression::adaptive && !parallel_)) {
+        add_raw(offset, block, type, ref_offset, ref.size());
+        return;
+    }
+    if (mode_ == write_compression::adaptive) {
+        // A worker is free: it codes a copy of the block (the caller's bytes change once this
+        // returns). None is: the block goes raw now, and the writer does not wait.
+        auto b = std::make_shared<std::vector<std::byte>>(block.begin(), block.end());
+        auto r = std::make_shared<std::vector<std::byte>>(ref.begin(), ref.end());
         block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
                           ref_offset, static_cast<std::uint32_t>(ref.size())};
-        entry.frame_pos = writer_.append(header, block);
-        entry.frame_len = static_cast<std::uint32_t>(header.size() + block.size());
-        blocks_.push_back(entry);
-        if (type && *type != codec::element_type::bytes) { // all changed: there is no base
-            elements_ += block.size() / codec::width_of(*type);
-            changed_ += block.size() / codec::width_of(*type);
-        }
+        bool taken = pipe_.try_push(
+            [b, r, opts = options(type), entry] {
+                encoded e{entry, {}, {}};
+                e.frame = codec::encode(*b, *r, opts, &e.info);
+                return e;
+            },
+            [this](encoded&& e) { consume(std::move(e)); });
+        if (!taken) add_raw(offset, block, type, ref_offset, ref.size());
         return;
     }
     if (parallel_) { // the job outlives the caller's bytes
@@ -60,14 +92,20 @@ void object_encoder::add(std::uint64_t offset, std::span<const std::byte> block,
     consume(std::move(e));
 }
 
+void object_encoder::write_borrowed() {
+    if (mode_ == write_compression::adaptive)
+        pipe_.consume_ready([this](encoded&& e) { consume(std::move(e)); });
+    writer_.write_gathered();
+}
+
 void object_encoder::add(std::uint64_t offset, std::vector<std::byte>&& block,
                          std::optional<codec::element_type> type, std::uint64_t ref_offset,
                          std::vector<std::byte>&& ref) {
     if (block.empty()) return;
-    if (!parallel_) {
+    if (!parallel_ || mode_ != write_compression::compress) {
         add(offset, std::span<const std::byte>(block), type, ref_offset,
             std::span<const std::byte>(ref));
-        if (uncompressed_) write_borrowed(); // `block` is gone when this returns
+        write_borrowed(); // a raw frame may point into `block`, which is gone on return
         return;
     }
     block_entry entry{offset,     static_cast<std::uint32_t>(block.size()), 0, 0,
@@ -90,6 +128,9 @@ void object_encoder::drain() {
 
 void object_encoder::finish(format::file_layout layout, std::string base, std::uint64_t size) {
     drain();
+    // Frames were appended as they were coded; the table lists blocks in file order.
+    std::sort(blocks_.begin(), blocks_.end(),
+              [](const block_entry& a, const block_entry& b) { return a.offset < b.offset; });
     object_footer f;
     f.logical_size = size;
     f.base_version = std::move(base);
@@ -97,7 +138,7 @@ void object_encoder::finish(format::file_layout layout, std::string base, std::u
     f.layout = std::move(layout);
     f.elements = elements_;
     f.changed = changed_;
-    f.uncompressed = uncompressed_;
+    f.uncompressed = wrote_raw_;
     writer_.finish(std::move(f));
     ctx_.counters.bytes_written += writer_.bytes_written();
 }

@@ -1,6 +1,8 @@
 #pragma once
-// Encodes a version's blocks on the store's pool into an object, in file order, with at most
-// two blocks per worker in flight (memory stays a few blocks whatever the file size).
+// Encodes a version's blocks into an object. A block is coded on the store's pool (at most
+// two per worker in flight: memory stays a few blocks whatever the file size), on the calling
+// thread, or written raw, by the encoder's mode. Frames may land in the object in any order
+// (the footer says where each is); the block table is in file order.
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,8 +16,12 @@ namespace tpde::store {
 
 class object_encoder {
 public:
-    // `uncompressed`: raw frames only (a writer that must keep up with the disk).
-    object_encoder(store_context& ctx, const std::string& shown, bool uncompressed = false);
+    // compress: every block coded (maintenance, tools); raw: raw frames only, hashed on the
+    // calling thread (a writer that must keep up with the disk whatever the CPU); adaptive:
+    // coded on the pool while a worker is free, else raw at once, so a writer never waits
+    // for the encoder and what it cannot keep up with is written raw (and coded later).
+    object_encoder(store_context& ctx, const std::string& shown,
+                   write_compression mode = write_compression::compress);
     // Encodes `block` (at `offset` in the version) against `ref` (bytes [ref_offset, +size)
     // of the base version; empty: none). Owned buffers are handed to a worker as they are;
     // borrowed ones are encoded in place when coding runs on this thread, else copied.
@@ -27,8 +33,8 @@ public:
     void add(std::uint64_t offset, std::span<const std::byte> block,
              std::optional<codec::element_type> type, std::uint64_t ref_offset = 0,
              std::span<const std::byte> ref = {});
-    // Writes the borrowed blocks still waiting to be written.
-    void write_borrowed() { writer_.write_gathered(); }
+    // Writes the borrowed blocks still waiting to be written (and frames coded meanwhile).
+    void write_borrowed();
     // Waits for every block added so far to be in the object.
     void drain();
     // Drains, writes the footer and fsyncs; then publish() through writer().
@@ -50,9 +56,13 @@ private:
     object_writer writer_;
     util::ordered_pipeline<encoded> pipe_;
     std::vector<block_entry> blocks_;
+    void add_raw(std::uint64_t offset, std::span<const std::byte> block,
+                 std::optional<codec::element_type> type, std::uint64_t ref_offset,
+                 std::size_t ref_size);
     std::uint64_t elements_{0}, changed_{0};
-    bool uncompressed_;
-    bool parallel_; // blocks go to pool workers (else they are coded on the calling thread)
+    write_compression mode_;
+    bool parallel_;     // blocks go to pool workers (else they are coded on the calling thread)
+    bool wrote_raw_{false}; // some block went raw: the footer says so, for maintenance
 };
 
 } // namespace tpde::store

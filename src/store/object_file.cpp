@@ -23,6 +23,7 @@ constexpr std::size_t direct_write_min = 64u << 10; // larger payloads skip the 
 // direct_write_min, so a batch holds at most 16 frames.
 constexpr std::size_t gather_bytes = 1u << 20;
 constexpr std::uint8_t no_type = 0xff;
+constexpr std::uint64_t writeback_step = 8u << 20;
 constexpr std::uint8_t flag_uncompressed = 1; // raw frames, for maintenance to compress
 constexpr std::uint8_t flag_named = 2;        // segments' checkpoint names follow
 
@@ -162,9 +163,10 @@ object_footer decode_footer(std::span<const std::byte> bytes, const std::string&
     }
 }
 
-object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown)
+object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown,
+                             writeback policy)
     : dirfd_(dirfd), tmp_name_(std::move(tmp_name)), shown_(std::move(shown)),
-      uid_(new_object_uid()) {
+      uid_(new_object_uid()), policy_(policy) {
     fd_ = sys::open_at(dirfd_, tmp_name_, O_RDWR | O_CREAT | O_EXCL, 0600, shown_);
     buffer_.reserve(write_buffer_size);
     std::byte h[object_header_size];
@@ -200,6 +202,26 @@ void object_writer::put(std::span<const std::span<const std::byte>> parts) {
         throw;
     }
     for (auto p : parts) pos_ += p.size();
+    if (policy_ != writeback::lazy) write_back_behind();
+}
+
+// Every writeback_step written: start writing back the step just written; under `bounded`,
+// also wait for the step before it and drop it from the page cache, so at most two steps of
+// this object are dirty at any time. Best effort: the fsync at the end is what counts.
+void object_writer::write_back_behind() {
+    if (pos_ - started_until_ < writeback_step) return;
+    const auto start = started_until_;
+    started_until_ = pos_ - pos_ % writeback_step;
+    ::sync_file_range(fd_.get(), static_cast<off_t>(start),
+                      static_cast<off_t>(started_until_ - start), SYNC_FILE_RANGE_WRITE);
+    if (policy_ != writeback::bounded || start <= settled_until_) return;
+    ::sync_file_range(fd_.get(), static_cast<off_t>(settled_until_),
+                      static_cast<off_t>(start - settled_until_),
+                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                          SYNC_FILE_RANGE_WAIT_AFTER);
+    ::posix_fadvise(fd_.get(), static_cast<off_t>(settled_until_),
+                    static_cast<off_t>(start - settled_until_), POSIX_FADV_DONTNEED);
+    settled_until_ = start;
 }
 
 void object_writer::write_gathered() {

@@ -52,7 +52,13 @@ std::uint64_t new_object_uid();
 // Destroyed unpublished (an error midway), the temporary file is removed.
 class object_writer {
 public:
-    object_writer(int dirfd, std::string tmp_name, std::string shown);
+    // When written bytes go to the disk before the fsync at the end: lazy (when the kernel
+    // likes), early (writeback started behind the writer, so the final fsync has less left:
+    // a writer's object), bounded (also waited for and dropped from the page cache, so
+    // background work never holds much dirty data that a writer's fsync would wait behind).
+    enum class writeback { lazy, early, bounded };
+    object_writer(int dirfd, std::string tmp_name, std::string shown,
+                  writeback policy = writeback::lazy);
     ~object_writer();
     object_writer(const object_writer&) = delete;
     object_writer& operator=(const object_writer&) = delete;
@@ -88,6 +94,7 @@ private:
     };
     void check_usable() const;
     void put(std::span<const std::span<const std::byte>> parts); // at pos_, advancing it
+    void write_back_behind();
     int dirfd_;
     std::string tmp_name_, shown_;
     sys::fd fd_;
@@ -101,6 +108,9 @@ private:
     std::vector<std::span<const std::byte>> parts_; // write_gathered()'s, kept for its capacity
     int failed_errno_{0};                           // a write failed: the object is incomplete
     bool has_temporary_name_{true};
+    writeback policy_;
+    std::uint64_t started_until_{0}; // writeback started for [0, started_until_)
+    std::uint64_t settled_until_{0}; // and finished (and dropped from the cache) below this
 };
 
 // A published object opened for reading: footer parsed and checked.

@@ -109,9 +109,6 @@ void store_impl::recover(recovery_report* report) {
             if (!work.held()) continue; // another node is maintaining it right now
             auto before = ctx_.counters.versions_freed.load();
             collect_chain(ctx_, c);
-            // A stop between a commit and its compaction left a standalone predecessor.
-            relink_chain(ctx_, c);
-            compress_uncompressed(ctx_, c);
             auto freed = ctx_.counters.versions_freed.load() - before;
             if (freed)
                 removed.push_back(
@@ -120,6 +117,11 @@ void store_impl::recover(recovery_report* report) {
             spdlog::error("recovery of chain {}: {}", id, e.what());
         }
     }
+    // A stop between a commit and its compaction left a standalone predecessor, or raw
+    // blocks: the sweep of each chain does that work (in a mount, in the background: the
+    // mount does not wait for it).
+    for (auto& id : sys::list_dir(ctx_.chains_dir.get(), "."))
+        maintenance_->schedule({maintenance_task::kind::sweep, id, {}});
     for (auto& r : removed) spdlog::info("store {}: removed {}", ctx_.root.string(), r);
     if (report) report->removed = std::move(removed);
 }

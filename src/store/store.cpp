@@ -390,6 +390,7 @@ version_info store_impl::info(const std::string& path) {
 store_counters store_impl::counters() const {
     auto c = ctx_.counters.snapshot();
     c.maintenance_pending = maintenance_->pending();
+    c.compressions_waiting = maintenance_->deferred_compressions();
     return c;
 }
 

@@ -81,7 +81,13 @@ void print_text(const std::string& mnt, const nlohmann::json& j) {
                human_bytes(double(num(j, "object_bytes_written"))), num(j, "reencodes"));
     fmt::print("  freed:          {} versions, {}\n", num(j, "versions_freed"),
                human_bytes(double(num(j, "bytes_freed"))));
-    fmt::print("  background:     {} task(s) pending\n", num(j, "maintenance_pending"));
+    fmt::print("  background:     {} task(s) pending, {} compression(s) waiting for writes to stop\n",
+               num(j, "maintenance_pending"), num(j, "compressions_waiting_for_idle"));
+    const auto committed = num(j, "bytes_committed");
+    fmt::print("  write amplification: {} store bytes written per byte committed\n",
+               committed ? fmt::format("{:.2f}", double(num(j, "object_bytes_written")) /
+                                                      double(committed))
+                         : std::string("-"));
     fmt::print("  cache:          {} hit rate ({} hits, {} misses), {} of {}\n",
                hits + misses ? fmt::format("{:.1f}%", 100.0 * double(hits) / double(hits + misses))
                              : "-",
@@ -141,6 +147,9 @@ void print_prometheus(const std::string& mnt, const nlohmann::json& j) {
            n(num(j, "frames_decoded")));
     metric("maintenance_pending", "gauge", "Background tasks queued or running.",
            n(num(j, "maintenance_pending")));
+    metric("compressions_waiting", "gauge",
+           "Newest versions whose raw blocks wait for writes to stop to be compressed.",
+           n(num(j, "compressions_waiting_for_idle")));
     metric("cache_hits_total", "counter", "Decoded-block cache hits.", n(num(c, "hits")));
     metric("cache_misses_total", "counter", "Decoded-block cache misses.", n(num(c, "misses")));
     metric("cache_decodes_total", "counter", "Blocks decoded into the cache.",

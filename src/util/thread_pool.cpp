@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace tpde::util {
@@ -17,7 +18,15 @@ void lower_this_thread_priority(int nice) {
     ::setpriority(PRIO_PROCESS, tid, std::min(19, now + nice));
 }
 
-thread_pool::thread_pool(unsigned threads, int nice) : nice_(nice) {
+void set_this_thread_idle_io() {
+    // ioprio_set(IOPRIO_WHO_PROCESS, 0: this thread, IOPRIO_CLASS_IDLE): its disk requests
+    // wait while others are queued (honoured by mq-deadline, bfq; none and kyber ignore it).
+    constexpr int who_process = 1, class_idle = 3, class_shift = 13;
+    ::syscall(SYS_ioprio_set, who_process, 0, class_idle << class_shift);
+}
+
+thread_pool::thread_pool(unsigned threads, int nice, bool idle_io)
+    : nice_(nice), idle_io_(idle_io) {
     if (threads == 0) threads = 1;
     workers_.reserve(threads);
     for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { run(); });
@@ -34,6 +43,7 @@ thread_pool::~thread_pool() {
 
 void thread_pool::run() {
     if (nice_ > 0) lower_this_thread_priority(nice_);
+    if (idle_io_) set_this_thread_idle_io();
     for (;;) {
         std::function<void()> job;
         {

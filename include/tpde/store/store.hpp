@@ -21,6 +21,8 @@
 
 namespace tpde::store {
 
+enum class write_compression { adaptive, raw, compress };
+
 struct store_options {
     unsigned encode_threads{std::max(1u, std::thread::hardware_concurrency())};
     std::uint32_t block_size{128u << 10};
@@ -42,10 +44,21 @@ struct store_options {
     // name. Letters, digits, '.', '_', '-'; at most 64.
     std::string node{};
     int zstd_level{1};
-    // Write new versions uncompressed, as fast as the disk takes them, and compress them
-    // (standalone, and the previous version as a delta) afterwards, in maintenance. Off:
-    // compress while writing (less disk traffic, slower writes).
-    bool write_uncompressed{true};
+    // How a writer codes a new version: adaptive (the default) compresses each block on the
+    // encode pool while a worker is free and writes it raw otherwise, so a save never waits
+    // for the encoder; raw writes every block uncompressed (maintenance compresses later);
+    // compress codes every block (less disk traffic; a writer may wait for the encoder).
+    write_compression write_mode{write_compression::adaptive};
+    // Maintenance compresses the raw blocks of a newest version only once no write has
+    // arrived for this long: the next save usually re-encodes it anyway (as a delta), so
+    // compressing it now would write its bytes a third time.
+    unsigned idle_compress_seconds{30};
+    // Background maintenance's disk I/O in the idle class (it waits while a writer's is
+    // queued), besides its low CPU priority.
+    bool idle_io{true};
+    // A writer's object starts going to the disk while it is written (sync_file_range
+    // behind the writer), so the fsync of its commit has little left to do.
+    bool early_writeback{true};
 };
 
 enum class entry_type { file, directory, symlink, other };
@@ -90,6 +103,7 @@ struct store_counters {
     std::uint64_t bytes_freed{0};
     std::uint64_t frames_decoded{0};
     std::uint64_t maintenance_pending{0}; // queued or running re-encodings and collections
+    std::uint64_t compressions_waiting{0}; // raw blocks to compress once writes stop
 };
 
 struct recovery_report {

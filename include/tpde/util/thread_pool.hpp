@@ -14,11 +14,14 @@ namespace tpde::util {
 // Lowers the calling thread's CPU priority by `nice` levels (its nice value plus `nice`, at
 // most 19); best effort.
 void lower_this_thread_priority(int nice);
+// Puts the calling thread's disk I/O in the idle class; best effort.
+void set_this_thread_idle_io();
 
 class thread_pool {
 public:
-    // `nice` > 0: the workers run that many nice levels below the creating thread.
-    explicit thread_pool(unsigned threads, int nice = 0);
+    // `nice` > 0: the workers run that many nice levels below the creating thread;
+    // `idle_io`: their disk I/O in the idle class.
+    explicit thread_pool(unsigned threads, int nice = 0, bool idle_io = false);
     ~thread_pool();
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
@@ -45,6 +48,7 @@ private:
     bool stopping_{false};
     std::vector<std::thread> workers_;
     int nice_{0};
+    bool idle_io_{false};
 };
 
 } // namespace tpde::util

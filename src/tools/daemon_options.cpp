@@ -70,6 +70,35 @@ daemon_option_table::daemon_option_table(CLI::App& app, daemon_options& o) : app
                    "keeps a standalone version every N)")
         ->check(CLI::Range(1u, 64u))
         ->capture_default_str();
+    app.add_option_function<std::string>(
+           "--write-mode",
+           [&o](const std::string& v) {
+               o.store.write_mode = v == "raw"        ? store::write_compression::raw
+                                    : v == "compress" ? store::write_compression::compress
+                                                      : store::write_compression::adaptive;
+           },
+           "how a save's blocks are written: adaptive (compressed while an encode worker is "
+           "free, raw otherwise, so a save never waits for the encoder), raw (all raw; "
+           "compressed later), compress (all compressed; a save may wait)")
+        ->check(CLI::IsMember(std::vector<std::string>{"adaptive", "raw", "compress"}))
+        ->default_str("adaptive");
+    app.add_option("--idle-compress-seconds", o.store.idle_compress_seconds,
+                   "compress the raw blocks of a newest version once no write has arrived for "
+                   "this long (the next save usually re-encodes it as a delta anyway)")
+        ->check(CLI::Range(0u, 86400u))
+        ->capture_default_str();
+    app.add_option_function<std::string>(
+           "--background-io", [&o](const std::string& v) { o.store.idle_io = v == "idle"; },
+           "I/O class of background compression: idle (waits while other I/O is queued) or "
+           "normal")
+        ->check(CLI::IsMember(std::vector<std::string>{"idle", "normal"}))
+        ->default_str("idle");
+    app.add_option_function<std::string>(
+           "--writeback", [&o](const std::string& v) { o.store.early_writeback = v == "early"; },
+           "when a save's data starts going to the disk: early (behind the writer, every 8 "
+           "MiB, so the fsync at close has little left) or lazy (the kernel's writeback)")
+        ->check(CLI::IsMember(std::vector<std::string>{"early", "lazy"}))
+        ->default_str("early");
     app.add_option("--fuse-threads", o.mount.fuse_threads, "FUSE request threads, at most")
         ->check(CLI::Range(1u, 256u))
         ->capture_default_str();

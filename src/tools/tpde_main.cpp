@@ -503,7 +503,8 @@ int main(int argc, char** argv) {
                  "MOUNTPOINT: the counters in the Prometheus text format (node_exporter's "
                  "textfile collector)");
     st->add_flag("--wait-idle", sa.mount.wait_idle,
-                 "MOUNTPOINT: first wait until background compression has finished");
+                 "MOUNTPOINT: first wait until background re-encoding and compression have "
+                 "finished (not the compressions that wait for writes to stop)");
     st->add_option("--timeout", sa.timeout,
                    "MOUNTPOINT: give up after SECONDS (with --wait-idle: if work is still "
                    "pending), exit status 1, even if the daemon does not answer (0: no limit)")

@@ -86,7 +86,7 @@ struct stat filesystem::to_stat(std::uint64_t node, const store::file_stat& f) c
     st.st_nlink = f.type == store::entry_type::directory ? 2 : 1;
     st.st_size = static_cast<off_t>(f.size);
     st.st_blocks = static_cast<blkcnt_t>((f.stored_bytes + 511) / 512);
-    st.st_blksize = 128 << 10;
+    st.st_blksize = 1 << 20; // = max_write: cp and stdio buffer this much per write
     st.st_uid = f.uid;
     st.st_gid = f.gid;
     st.st_atim = f.atime;

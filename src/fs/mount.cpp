@@ -155,6 +155,11 @@ int serve(store::store& s, const mount_options& o,
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+    // libfuse copies argv into memory of its own when it edits it: freed on every return.
+    struct args_guard {
+        fuse_args& a;
+        ~args_guard() { fuse_opt_free_args(&a); }
+    } free_args{fargs};
     auto* se = fuse_session_new(&fargs, &operations(), sizeof(fuse_lowlevel_ops), &filesystem);
     if (!se) {
         ready("cannot create the FUSE session (see the messages above)");

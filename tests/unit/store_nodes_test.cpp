@@ -49,8 +49,8 @@ TEST(StoreNodes, NodeNamesAreCheckedAndDefaultToTheHostName) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     EXPECT_EQ(store::store::node_name({}).substr(0, 3), std::string(host).substr(0, 3));
-    for (const std::string& bad : {std::string("a/b"), std::string(".."), std::string("x y"),
-                                    std::string(65, 'n')}) {
+    for (const std::string& bad :
+         {std::string("a/b"), std::string(".."), std::string("x y"), std::string(65, 'n')}) {
         store::store_options o;
         o.node = bad;
         EXPECT_EQ(errno_of([&] { store::store::open(d.path() / "s", o); }), EINVAL) << bad;

@@ -51,9 +51,8 @@ struct store_context {
     // When a writer last brought bytes (steady clock, ns): background work gives way to it.
     std::atomic<std::int64_t> last_foreground_write{0};
     void note_foreground_write() {
-        last_foreground_write.store(
-            std::chrono::steady_clock::now().time_since_epoch().count(),
-            std::memory_order_relaxed);
+        last_foreground_write.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                    std::memory_order_relaxed);
     }
     // Seconds since a writer last brought bytes.
     double seconds_since_foreground_write() const;

@@ -195,8 +195,7 @@ bool store_file_writer::commit() {
         encoder_->finish(std::move(layout), "", size_);
         enc = encoder_.get();
     } else {
-        staged_encoder =
-            std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_mode);
+        staged_encoder = std::make_unique<object_encoder>(ctx_, shown(), ctx_.opts.write_mode);
         enc = staged_encoder.get();
         format::file_layout layout = format::generic_layout(size_);
         if (size_ > 0) {

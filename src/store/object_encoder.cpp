@@ -7,13 +7,11 @@
 
 namespace tpde::store {
 
-object_encoder::object_encoder(store_context& ctx, const std::string& shown,
-                               write_compression mode)
-    : ctx_(ctx),
-      writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown,
-              store_context::on_background_thread() ? object_writer::writeback::bounded
-              : ctx.opts.early_writeback            ? object_writer::writeback::early
-                                                    : object_writer::writeback::lazy),
+object_encoder::object_encoder(store_context& ctx, const std::string& shown, write_compression mode)
+    : ctx_(ctx), writer_(ctx.tmp_dir.get(), ctx.tmp_name("obj"), shown,
+                         store_context::on_background_thread() ? object_writer::writeback::bounded
+                         : ctx.opts.early_writeback            ? object_writer::writeback::early
+                                                               : object_writer::writeback::lazy),
       // Adaptive: eight blocks per worker may wait, so the bursts of a 1 MiB write request
       // are absorbed; only a writer faster than the encoder for longer writes raw.
       pipe_(mode == write_compression::raw ? nullptr : ctx.pool_for_this_thread(),

@@ -61,7 +61,7 @@ private:
                  std::size_t ref_size);
     std::uint64_t elements_{0}, changed_{0};
     write_compression mode_;
-    bool parallel_;     // blocks go to pool workers (else they are coded on the calling thread)
+    bool parallel_;         // blocks go to pool workers (else they are coded on the calling thread)
     bool wrote_raw_{false}; // some block went raw: the footer says so, for maintenance
 };
 

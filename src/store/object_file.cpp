@@ -163,8 +163,7 @@ object_footer decode_footer(std::span<const std::byte> bytes, const std::string&
     }
 }
 
-object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown,
-                             writeback policy)
+object_writer::object_writer(int dirfd, std::string tmp_name, std::string shown, writeback policy)
     : dirfd_(dirfd), tmp_name_(std::move(tmp_name)), shown_(std::move(shown)),
       uid_(new_object_uid()), policy_(policy) {
     fd_ = sys::open_at(dirfd_, tmp_name_, O_RDWR | O_CREAT | O_EXCL, 0600, shown_);
@@ -215,10 +214,9 @@ void object_writer::write_back_behind() {
     ::sync_file_range(fd_.get(), static_cast<off_t>(start),
                       static_cast<off_t>(started_until_ - start), SYNC_FILE_RANGE_WRITE);
     if (policy_ != writeback::bounded || start <= settled_until_) return;
-    ::sync_file_range(fd_.get(), static_cast<off_t>(settled_until_),
-                      static_cast<off_t>(start - settled_until_),
-                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                          SYNC_FILE_RANGE_WAIT_AFTER);
+    ::sync_file_range(
+        fd_.get(), static_cast<off_t>(settled_until_), static_cast<off_t>(start - settled_until_),
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
     ::posix_fadvise(fd_.get(), static_cast<off_t>(settled_until_),
                     static_cast<off_t>(start - settled_until_), POSIX_FADV_DONTNEED);
     settled_until_ = start;

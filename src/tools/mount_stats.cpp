@@ -81,12 +81,13 @@ void print_text(const std::string& mnt, const nlohmann::json& j) {
                human_bytes(double(num(j, "object_bytes_written"))), num(j, "reencodes"));
     fmt::print("  freed:          {} versions, {}\n", num(j, "versions_freed"),
                human_bytes(double(num(j, "bytes_freed"))));
-    fmt::print("  background:     {} task(s) pending, {} compression(s) waiting for writes to stop\n",
-               num(j, "maintenance_pending"), num(j, "compressions_waiting_for_idle"));
+    fmt::print(
+        "  background:     {} task(s) pending, {} compression(s) waiting for writes to stop\n",
+        num(j, "maintenance_pending"), num(j, "compressions_waiting_for_idle"));
     const auto committed = num(j, "bytes_committed");
     fmt::print("  write amplification: {} store bytes written per byte committed\n",
-               committed ? fmt::format("{:.2f}", double(num(j, "object_bytes_written")) /
-                                                      double(committed))
+               committed ? fmt::format("{:.2f}",
+                                       double(num(j, "object_bytes_written")) / double(committed))
                          : std::string("-"));
     fmt::print("  cache:          {} hit rate ({} hits, {} misses), {} of {}\n",
                hits + misses ? fmt::format("{:.1f}%", 100.0 * double(hits) / double(hits + misses))

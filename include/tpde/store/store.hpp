@@ -102,7 +102,7 @@ struct store_counters {
     std::uint64_t versions_freed{0};
     std::uint64_t bytes_freed{0};
     std::uint64_t frames_decoded{0};
-    std::uint64_t maintenance_pending{0}; // queued or running re-encodings and collections
+    std::uint64_t maintenance_pending{0};  // queued or running re-encodings and collections
     std::uint64_t compressions_waiting{0}; // raw blocks to compress once writes stop
 };
 

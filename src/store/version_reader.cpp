@@ -23,22 +23,23 @@ std::size_t version_reader::block_at(std::uint64_t offset) const {
     return static_cast<std::size_t>(it - blocks.begin()) - 1;
 }
 
-void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) const {
+void version_reader::read_reference(std::size_t i, std::vector<std::byte>& ref) const {
     const auto& b = obj_->footer().blocks[i];
-    std::vector<std::byte> ref;
-    if (b.ref_size) {
-        if (!base_)
-            throw corrupt_store(
-                fmt::format("{}: block {} of {} needs a base version it does not name", shown_, i,
-                            obj_->shown()));
-        if (b.ref_offset > base_->size() || base_->size() - b.ref_offset < b.ref_size)
-            throw corrupt_store(
-                fmt::format("{}: block {} refers past the end of its base", shown_, i));
-        ref.resize(b.ref_size);
-        if (base_->read(b.ref_offset, ref) != b.ref_size)
-            throw corrupt_store(
-                fmt::format("{}: block {} refers past the end of its base", shown_, i));
-    }
+    ref.clear();
+    if (!b.ref_size) return;
+    if (!base_)
+        throw corrupt_store(fmt::format("{}: block {} of {} needs a base version it does not name",
+                                        shown_, i, obj_->shown()));
+    if (b.ref_offset > base_->size() || base_->size() - b.ref_offset < b.ref_size)
+        throw corrupt_store(fmt::format("{}: block {} refers past the end of its base", shown_, i));
+    ref.resize(b.ref_size);
+    if (base_->read(b.ref_offset, ref) != b.ref_size)
+        throw corrupt_store(fmt::format("{}: block {} refers past the end of its base", shown_, i));
+}
+
+void version_reader::decode_frame(std::size_t i, std::span<const std::byte> ref,
+                                  std::span<std::byte> out) const {
+    const auto& b = obj_->footer().blocks[i];
     thread_local std::vector<std::byte> frame;
     obj_->read_frame_into(i, frame);
     try {
@@ -52,6 +53,12 @@ void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) 
         spdlog::debug("{}", msg); // the caller reports it (the mount logs every EIO)
         throw corrupt_store(msg);
     }
+}
+
+void version_reader::decode_block_into(std::size_t i, std::span<std::byte> out) const {
+    std::vector<std::byte> ref;
+    read_reference(i, ref);
+    decode_frame(i, ref, out);
 }
 
 std::vector<std::byte> version_reader::decode_block(std::size_t i) const {

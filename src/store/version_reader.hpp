@@ -25,6 +25,12 @@ public:
     std::size_t block_at(std::uint64_t offset) const; // index of the block holding offset
     // Decodes block i into `out` (exactly its size), its reference read from the base.
     void decode_block_into(std::size_t i, std::span<std::byte> out) const;
+    // The two halves of that, apart for fsck: the reference bytes of block i (empty when it
+    // has none; read through the base's reader and the cache), then block i's own frame
+    // decoded and checked against them, never from the cache.
+    void read_reference(std::size_t i, std::vector<std::byte>& ref) const;
+    void decode_frame(std::size_t i, std::span<const std::byte> ref,
+                      std::span<std::byte> out) const;
 
 private:
     std::vector<std::byte> decode_block(std::size_t i) const;

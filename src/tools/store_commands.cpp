@@ -252,9 +252,24 @@ int run_fsck(const store_args& a, bool repair) {
     auto r = s->fsck(repair);
     for (auto& p : r.problems) fmt::print("{}\n", p);
     for (auto& p : r.repaired) fmt::print("repaired: removed {}\n", p);
-    fmt::print(stderr, "tpde fsck: {} files, {} versions, {} frames checked: {}\n", r.files,
-               r.versions, r.frames,
+    // Every frame of every version's object is decoded once, on one thread, in chain order;
+    // the count is the number of frames the objects hold, the same at any -j.
+    std::string unchecked;
+    if (r.frames_unchecked)
+        unchecked +=
+            fmt::format(", {} not checkable (their reference is damaged)", r.frames_unchecked);
+    if (r.versions_unchecked)
+        unchecked +=
+            fmt::format(", {} version(s) whose object does not open", r.versions_unchecked);
+    fmt::print(stderr,
+               "tpde fsck: {} files, {} versions, {} frames: {} checked intact, {} damaged{} "
+               "(each frame checked once): {}\n",
+               r.files, r.versions, r.frames, r.frames_checked, r.frames_damaged, unchecked,
                r.ok() ? "no problems" : fmt::format("{} problem(s)", r.problems.size()));
+    if (r.frames_damaged || r.versions_unchecked)
+        fmt::print(stderr, "tpde fsck: the files named above have damaged data: restore them "
+                           "from a copy (--repair removes only unfinished work and unreachable "
+                           "versions; it does not fix frames)\n");
     return r.ok() ? 0 : 1;
 }
 
@@ -301,7 +316,16 @@ std::function<int()> add_store_commands(CLI::App& app) {
     fsck->add_flag("--repair", *repair,
                    "remove what no file needs (unfinished writes, unreachable versions); never "
                    "committed data");
-    add_perf(fsck);
+    fsck->add_option("-j,--threads", a->threads,
+                     "threads that decode ahead the reference data a delta frame is checked "
+                     "against; the frames themselves are checked one at a time, each exactly "
+                     "once, so the frame count does not depend on -j")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    fsck->add_option("--cache-mib", a->cache_mib,
+                     "decoded-block cache for reference data, MiB (frames checked bypass it)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+        ->capture_default_str();
     add_node(fsck);
 
     auto* gc = app.add_subcommand("gc", "free every version of STORE that no file names");

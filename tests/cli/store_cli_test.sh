@@ -156,6 +156,20 @@ else
     bad fsck_clean "rc=$rc $out_fsck"
 fi
 
+# fsck is exact: every frame of every object checked once, the same count on every run and
+# at every -j (the count once came from a decode counter that cache hits and read-ahead moved).
+frames_of() { "$TPDE" fsck "$@" 2>&1 | sed -n 's/.* versions, \([0-9]*\) frames: \([0-9]*\) checked intact, 0 damaged.*/\1 \2/p'; }
+counts=""
+for j in 1 2 4 2 1; do counts+="$(frames_of -j "$j" "$store")|"; done
+first=${counts%%|*}
+total=${first% *} checked=${first#* }
+if [ -n "$first" ] && [ "$total" = "$checked" ] && [ "$total" -gt 0 ] &&
+   [ "$counts" = "$(printf "$first|%.0s" 1 2 3 4 5)" ]; then
+    ok fsck_frame_count_exact
+else
+    bad fsck_frame_count_exact "frames at -j 1 2 4 2 1: $counts"
+fi
+
 # A second store, for leftovers (before the first one is damaged).
 store2=$work/store2
 if "$TPDE" import "$in" "$store2" 2>/dev/null; then ok import_second; else bad import_second; fi
@@ -171,6 +185,14 @@ if [ $rc -ne 0 ] && grep -qF "$damaged" "$work/fsck.out"; then
     ok fsck_finds_damage
 else
     bad fsck_finds_damage "rc=$rc damaged=$damaged $(cat "$work/fsck.out")"
+fi
+# One flipped byte is one damaged frame: reported once, with what the user can do.
+n_damaged=$(grep -c "^damaged frame: " "$work/fsck.out")
+if [ "$n_damaged" -eq 1 ] && grep -q "restore the file(s) named here from a copy" "$work/fsck.out" &&
+   grep -q " 1 damaged" "$work/fsck.err"; then
+    ok fsck_damage_reported_once
+else
+    bad fsck_damage_reported_once "$n_damaged 'damaged frame' lines: $(cat "$work/fsck.out" "$work/fsck.err")"
 fi
 "$TPDE" cat "$store" "$damaged" >/dev/null 2>"$work/cat.err"; rc=$?
 last=$(tail -n 1 "$work/cat.err")

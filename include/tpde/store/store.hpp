@@ -113,7 +113,14 @@ struct recovery_report {
 struct fsck_report {
     std::vector<std::string> problems; // one line each, naming the affected paths
     std::vector<std::string> repaired;
-    std::uint64_t files{0}, versions{0}, frames{0};
+    std::uint64_t files{0}, versions{0};
+    // Every frame of every version's object, each decoded and checked exactly once (never
+    // served from the cache): frames = frames_damaged + frames_unchecked + the good ones.
+    std::uint64_t frames{0};             // frames in the objects of all versions
+    std::uint64_t frames_checked{0};     // decoded and found intact
+    std::uint64_t frames_damaged{0};     // failed their check (one problem line each)
+    std::uint64_t frames_unchecked{0};   // not checkable: their reference is damaged
+    std::uint64_t versions_unchecked{0}; // their object (or a base's) does not open
     bool ok() const { return problems.empty(); }
 };
 

@@ -1,3 +1,6 @@
+// One concept in one file (over 500 lines on purpose): the dense and sparse delta methods,
+// encoder and decoder side by side so the symbol, context and raw-bit layout they share is
+// read in one place (residual.hpp describes the coding).
 #include "residual.hpp"
 
 #include <algorithm>

@@ -1,6 +1,7 @@
-// `tpde`: the offline codec tool. Encodes a checkpoint against its predecessor in a training
-// run (segment by segment, each against the parent's segment of the same name), decodes it
-// back bit-exact, and reports what the codec did.
+// `tpde`: the offline codec tool (one concept, its command line: over 500 lines on purpose).
+// Encodes a checkpoint against its predecessor in a training run (segment by segment, each against
+// the parent's segment of the same name), decodes it back bit-exact, and reports what the codec
+// did.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>

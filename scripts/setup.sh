@@ -12,7 +12,7 @@ packages=(
     # tests and the decoder fuzzer (clang's libFuzzer)
     libgtest-dev libgmock-dev clang libclang-rt-14-dev
     # benchmarks and real-checkpoint tests (OpenBLAS: Debian's torch trains ~20x slower without)
-    libbenchmark-dev python3-torch python3-numpy libopenblas0-openmp zstd xdelta3 fio attr rsync
+    libbenchmark-dev python3-torch python3-numpy libopenblas0-openmp zstd xdelta3 fio stress-ng attr rsync
     # scripts/bench/alternatives.py: the float codecs it compares against (zstandard module,
     # c-blosc, zfp's Python binding, fpzip's library, used through ctypes)
     python3-zstandard python3-blosc python3-zfpy libfpzip1
